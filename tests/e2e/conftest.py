@@ -1,0 +1,56 @@
+"""One VM for the whole end-to-end session; deploys switch it between app servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from stack import LOCALVM, ROOT, TIMINGS, Stack
+
+SERVERS = ("uwsgi", "gunicorn")
+# Not the CPU count of the VM, so that a passing worker test proves the variable is used.
+WORKERS = 3
+
+
+def _localvm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LOCALVM, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    up = subprocess.run([*LOCALVM, "up"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    if up.returncode == 2:
+        # The VM tool's one-line reason: not root, no nspawn, ...
+        reason = up.stderr.strip().splitlines()[-1] if up.stderr.strip() else "cannot boot"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"end-to-end tests cannot run under CI: {reason}")
+        pytest.skip(reason)
+    assert up.returncode == 0, f"localvm up failed:\n{up.stderr}"
+    name = os.environ.get("LOCALVM_NAME", "flaskvm")
+    address = _localvm("address").stdout.strip()
+    ssh_config = _localvm("ssh-config").stdout.strip()
+    stack = Stack(name=name, address=address, ssh_config=ssh_config)
+    yield stack
+    if os.environ.get("KEEP_VM") == "1":
+        print(f"\nKEEP_VM=1: {name} stays up at {address} (make ssh LOCALVM_NAME={name})")
+    else:
+        _localvm("destroy")
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def deployed(request: pytest.FixtureRequest, stack: Stack) -> Stack:
+    """The stack deployed with the parametrised app server (and WORKERS workers)."""
+    server = request.param
+    result = stack.deploy(f"deploy-{server}", app_server=server, app_workers=WORKERS)
+    assert result.rc == 0, f"deploy with {server} failed:\n{result.tail()}"
+    return stack
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("deploys (wall time on this machine)")
+        for label, seconds, changed in TIMINGS:
+            terminalreporter.write_line(f"{label:<36} {seconds:7.1f} s   changed={changed}")

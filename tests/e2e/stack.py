@@ -1,0 +1,117 @@
+"""The deployed stack as the end-to-end tests see it: the VM, deploys, SSH and HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCALVM = [sys.executable, str(ROOT / "tools" / "localvm.py")]
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+LOG_DIR = Path(os.environ.get("E2E_LOG_DIR", "/tmp/e2e-logs"))
+# Every deploy of the session: (label, seconds, changed), printed at the end of the run.
+TIMINGS: list[tuple[str, float, int]] = []
+RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+@dataclass
+class Deploy:
+    rc: int
+    output: str
+    seconds: float
+    log: Path
+
+    @property
+    def changed(self) -> int:
+        return sum(int(m.group(1)) for m in RECAP.finditer(self.output))
+
+    def tail(self, lines: int = 60) -> str:
+        return f"(full log: {self.log})\n" + "\n".join(self.output.splitlines()[-lines:])
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+@dataclass
+class Stack:
+    name: str
+    address: str
+    ssh_config: str
+    server: str | None = None
+
+    def deploy(self, label: str, **extra_vars: object) -> Deploy:
+        """Run the playbook against the VM, as `make deploy` does, logging to LOG_DIR."""
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = LOG_DIR / f"{len(TIMINGS):02d}-{label}.log"
+        args = [str(ANSIBLE_PLAYBOOK), "-i", "configs/local", "deploy.yml"]
+        for key, value in extra_vars.items():
+            args += ["-e", f"{key}={value}"]
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+        started = time.monotonic()
+        proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+        seconds = time.monotonic() - started
+        output = proc.stdout + proc.stderr
+        log.write_text(output)
+        result = Deploy(proc.returncode, output, seconds, log)
+        TIMINGS.append((label, seconds, result.changed))
+        if proc.returncode == 0 and "app_server" in extra_vars:
+            self.server = str(extra_vars["app_server"])
+        return result
+
+    def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["ssh", "-F", self.ssh_config, "-o", "BatchMode=yes", self.name, command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"on the VM, {command!r} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+            )
+        return proc
+
+    def get(self, path: str, timeout: float = 10) -> HttpResponse:
+        try:
+            with urllib.request.urlopen(f"http://{self.address}{path}", timeout=timeout) as r:
+                return HttpResponse(r.status, dict(r.headers.items()), r.read())
+        except urllib.error.HTTPError as error:
+            return HttpResponse(error.code, dict(error.headers.items()), error.read())
+
+    def wait_until_serving(self, path: str = "/", seconds: float = 60) -> HttpResponse:
+        deadline = time.monotonic() + seconds
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.get(path, timeout=5)
+                if last.status == 200:
+                    return last
+            except (OSError, urllib.error.URLError) as error:
+                last = error
+            time.sleep(0.5)
+        raise AssertionError(f"GET {path} did not answer 200 within {seconds} s; last: {last}")
+
+    def program_status(self) -> str:
+        return self.ssh("supervisorctl status sample_app", check=False).stdout.strip()
+
+    def server_pids(self, server: str) -> list[int]:
+        """Pids of every process of that app server on the VM (master and workers)."""
+        # "[u]wsgi" keeps pgrep from matching the shell that runs it.
+        pattern = f"venv/bin/[{server[0]}]{server[1:]} "
+        out = self.ssh(f"pgrep -f '{pattern}' || true").stdout
+        return [int(pid) for pid in out.split()]

@@ -1,0 +1,33 @@
+"""A wrong inventory value stops the play at validation, before anything on the VM changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from stack import Stack
+
+BAD_VALUES = [
+    ({"app_server": "apache"}, "app_server must be one of: uwsgi, gunicorn, got: apache"),
+    ({"app_workers": 0}, "app_workers must be an integer from 1 to 512, got 0"),
+    ({"nginx_listen_port": "80x"}, "nginx_listen_port"),
+    ({"nginx_listen_port": 70000}, "nginx_listen_port must be an integer from 1 to 65535"),
+    ({"nginx_app_read_timeout": 5}, "must exceed app_request_timeout"),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"), BAD_VALUES, ids=[next(iter(v)) for v, _ in BAD_VALUES]
+)
+def test_bad_value_stops_the_play_before_any_change(stack: Stack, extra_vars, message):
+    stack.ssh("touch /run/before-bad-deploy")
+    result = stack.deploy("bad-" + next(iter(extra_vars)), **extra_vars)
+    assert result.rc != 0, f"the play accepted {extra_vars}:\n{result.tail()}"
+    assert message in result.output, result.tail()
+    assert result.changed == 0, result.tail()
+    # Nothing the roles manage was touched (ansible's own temp files live under /root).
+    touched = stack.ssh(
+        "find /etc /srv /usr /var/lib/dpkg /run -xdev -newer /run/before-bad-deploy"
+        " -not -path '/run/before-bad-deploy' -not -path '/run/systemd/*'"
+        " -not -path '/run/user/*' -not -path '/run/sshd*' -not -path '/run/utmp'"
+    ).stdout.split()
+    assert touched == [], f"{extra_vars} changed the host: {touched}"

@@ -1,0 +1,76 @@
+"""`make deploy` with each app server: it serves, is supervised, and re-runs change nothing."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import WORKERS
+from stack import Stack
+
+OTHER = {"uwsgi": "gunicorn", "gunicorn": "uwsgi"}
+
+
+def test_page_is_served_through_nginx(deployed: Stack):
+    response = deployed.get("/")
+    assert response.status == 200
+    assert response.headers["Server"].startswith("nginx")
+    assert "<h1>Captcha service</h1>" in response.text
+
+
+def test_static_files_are_served_by_nginx(deployed: Stack):
+    response = deployed.get("/static/style.css")
+    assert response.status == 200
+    # The `expires` of the nginx location, which the app itself does not send.
+    assert response.headers["Cache-Control"] == "max-age=3600"
+    assert b"font-family" in response.body
+
+
+def test_supervisor_runs_the_program(deployed: Stack):
+    assert " RUNNING " in deployed.program_status()
+
+
+def test_worker_count_follows_the_variable(deployed: Stack):
+    assert _workers(deployed) == WORKERS
+
+
+def test_exactly_one_app_server_runs(deployed: Stack):
+    assert deployed.server_pids(deployed.server)
+    assert deployed.server_pids(OTHER[deployed.server]) == []
+
+
+def test_second_deploy_changes_nothing(deployed: Stack):
+    result = deployed.deploy(
+        f"redeploy-{deployed.server}", app_server=deployed.server, app_workers=WORKERS
+    )
+    assert result.rc == 0, result.tail()
+    assert result.changed == 0, result.tail()
+
+
+def test_app_serves_again_after_supervisor_restarts(deployed: Stack):
+    deployed.ssh("systemctl restart supervisor")
+    deployed.wait_until_serving("/")
+    assert " RUNNING " in deployed.program_status()
+
+
+def test_stopping_the_program_stops_all_its_processes(deployed: Stack):
+    assert len(deployed.server_pids(deployed.server)) == WORKERS + 1
+    deployed.ssh("supervisorctl stop sample_app")
+    try:
+        assert deployed.server_pids(deployed.server) == []
+    finally:
+        deployed.ssh("supervisorctl start sample_app")
+    deployed.wait_until_serving("/")
+
+
+def _workers(stack: Stack) -> int:
+    if stack.server == "uwsgi":
+        # Ask uWSGI's stats server (a unix socket only root and the app user can reach).
+        dump = stack.ssh(
+            'python3 -c "import socket; s = socket.socket(socket.AF_UNIX);'
+            " s.connect('/run/sample_app-private/uwsgi-stats.sock');"
+            " print(b''.join(iter(lambda: s.recv(65536), b'')).decode())\""
+        ).stdout
+        return len(json.loads(dump)["workers"])
+    master = stack.ssh("supervisorctl pid sample_app").stdout.strip()
+    # The launcher execs gunicorn, so supervisor's pid is the master; its children are workers.
+    return len(stack.ssh(f"pgrep -P {master}").stdout.split())
