@@ -15,14 +15,14 @@ E2E_VM_SUBNET ?= 10.231.1.0/24
 BIN := $(VENV)/bin
 LOCALVM := $(PYTHON) tools/localvm.py
 PLAYBOOK := ANSIBLE_CONFIG=ansible.cfg $(BIN)/ansible-playbook -i configs/$(ENV)
-DEPLOY_VARS := $(if $(APP_SERVER),-e app_server=$(APP_SERVER))
+DEPLOY_VARS := $(if $(APP_SERVER),-e app_server=$(APP_SERVER)) $(ARGS)
 
 .PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo lint unit e2e test clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
-	@echo "  Variables: ENV=local|vagrant|<your config> APP_SERVER=uwsgi|gunicorn CMD='...' KEEP_VM=1"
+	@echo "  Variables: ENV=local|vagrant|<config> APP_SERVER=uwsgi|gunicorn ARGS='-e var=value' CMD='...' KEEP_VM=1"
 
 venv: $(VENV)/.installed ## Create the controller virtualenv (ansible, linters, pytest)
 

@@ -73,9 +73,12 @@ class Stack:
             self.server = str(extra_vars["app_server"])
         return result
 
-    def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def ssh(
+        self, command: str, check: bool = True, stdin: str = ""
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             ["ssh", "-F", self.ssh_config, "-o", "BatchMode=yes", self.name, command],
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=120,

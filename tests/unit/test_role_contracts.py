@@ -1,0 +1,42 @@
+"""Every role default is validated by the role's argument spec and documented in README.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "defaults/main.yml").exists())
+
+
+def _defaults(role: str) -> set[str]:
+    return set(yaml.safe_load((ROOT / "roles" / role / "defaults/main.yml").read_text()) or {})
+
+
+def _spec_options(role: str) -> set[str]:
+    specs = yaml.safe_load((ROOT / "roles" / role / "meta/argument_specs.yml").read_text())
+    return {name for entry in specs["argument_specs"].values() for name in entry["options"]}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_default_is_in_the_argument_spec(role):
+    assert _defaults(role) - _spec_options(role) == set()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_default_is_prefixed_with_the_role_name(role):
+    assert {name for name in _defaults(role) if not name.startswith(f"{role}_")} == set()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_default_is_documented_in_the_readme(role):
+    readme = (ROOT / "README.md").read_text()
+    assert {name for name in _defaults(role) if f"`{name}`" not in readme} == set()
+
+
+def test_preflight_checks_every_role_with_a_spec():
+    checked = yaml.safe_load((ROOT / "roles/preflight/defaults/main.yml").read_text())
+    with_spec = {p.parent.parent.name for p in (ROOT / "roles").glob("*/meta/argument_specs.yml")}
+    assert set(checked["preflight_roles"]) == with_spec - {"preflight"}
