@@ -112,6 +112,15 @@ class Stack:
     def program_status(self) -> str:
         return self.ssh("supervisorctl status sample_app", check=False).stdout.strip()
 
+    def wait_until_running(self, seconds: float = 30) -> str:
+        """supervisor says STARTING until the program has stayed up for its startsecs."""
+        deadline = time.monotonic() + seconds
+        while " RUNNING " not in (status := self.program_status()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not RUNNING after {seconds} s: {status}")
+            time.sleep(0.5)
+        return status
+
     def server_pids(self, server: str) -> list[int]:
         """Pids of every process of that app server on the VM (master and workers)."""
         # "[u]wsgi" keeps pgrep from matching the shell that runs it.

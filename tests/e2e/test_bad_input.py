@@ -24,10 +24,10 @@ def test_bad_value_stops_the_play_before_any_change(stack: Stack, extra_vars, me
     assert result.rc != 0, f"the play accepted {extra_vars}:\n{result.tail()}"
     assert message in result.output, result.tail()
     assert result.changed == 0, result.tail()
-    # Nothing the roles manage was touched (ansible's own temp files live under /root).
+    # Nothing the roles manage was touched: packages, configs, code, runtime dirs. (Ansible's
+    # temp files live under /root; an SSH login itself writes /run/motd.dynamic.)
     touched = stack.ssh(
-        "find /etc /srv /usr /var/lib/dpkg /run -xdev -newer /run/before-bad-deploy"
-        " -not -path '/run/before-bad-deploy' -not -path '/run/systemd/*'"
-        " -not -path '/run/user/*' -not -path '/run/sshd*' -not -path '/run/utmp'"
+        "find /etc /srv /usr /var/lib/dpkg -xdev -newer /run/before-bad-deploy;"
+        " find /run -maxdepth 1 -name 'sample_app*' -newer /run/before-bad-deploy"
     ).stdout.split()
     assert touched == [], f"{extra_vars} changed the host: {touched}"

@@ -49,7 +49,7 @@ def test_second_deploy_changes_nothing(deployed: Stack):
 def test_app_serves_again_after_supervisor_restarts(deployed: Stack):
     deployed.ssh("systemctl restart supervisor")
     deployed.wait_until_serving("/")
-    assert " RUNNING " in deployed.program_status()
+    deployed.wait_until_running()
 
 
 def test_stopping_the_program_stops_all_its_processes(deployed: Stack):
