@@ -1,0 +1,186 @@
+"""The host side of the VM's network: checking that the subnet collides with no host route
+or resolver, the host address on the veth ve-NAME, the NAT rule (found by its comment
+localvm:NAME), and net.ipv4.ip_forward, turned off again only by whoever turned it on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from .config import Machine, VMState
+from .errors import LocalVMError, say
+from .host import run
+from .processes import other_vms_running
+
+ROUTE_TYPES = frozenset(
+    {"unicast", "local", "broadcast", "multicast", "throw", "unreachable", "prohibit", "blackhole"}
+    | {"nat", "anycast"}
+)
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def parse_routes(text: str) -> list[tuple[IPv4Network, str | None]]:
+    """(destination, device) pairs from `ip -4 route show table all`; default routes skipped."""
+    routes = []
+    for line in text.splitlines():
+        tokens = line.split()
+        if tokens and tokens[0] in ROUTE_TYPES:
+            tokens = tokens[1:]
+        if not tokens or tokens[0] == "default":
+            continue
+        try:
+            dest = IPv4Network(tokens[0], strict=False)
+        except ValueError:
+            continue
+        dev = tokens[tokens.index("dev") + 1] if "dev" in tokens[:-1] else None
+        routes.append((dest, dev))
+    return routes
+
+
+def parse_resolvers(text: str) -> list[IPv4Address]:
+    resolvers = []
+    for line in text.splitlines():
+        tokens = line.split()
+        if len(tokens) >= 2 and tokens[0] == "nameserver":
+            with contextlib.suppress(ValueError):
+                resolvers.append(IPv4Address(tokens[1]))
+    return resolvers
+
+
+def subnet_conflicts(
+    subnet: IPv4Network,
+    routes: Sequence[tuple[IPv4Network, str | None]],
+    resolvers: Sequence[IPv4Address],
+    own_iface: str,
+) -> list[str]:
+    """Why `subnet` would shadow part of the host's network (our own ve-NAME excepted)."""
+    reported: list[tuple[IPv4Network, str | None]] = []
+    # Widest first, so that the local-table /32s of an interface already named are not repeated.
+    for dest, dev in sorted(routes, key=lambda route: route[0].prefixlen):
+        if dev == own_iface or not dest.overlaps(subnet):
+            continue
+        if not any(dev == seen_dev and dest.subnet_of(seen) for seen, seen_dev in reported):
+            reported.append((dest, dev))
+    problems = [f"route {dest}" + (f" dev {dev}" if dev else "") for dest, dev in reported]
+    problems += [f"DNS resolver {addr}" for addr in resolvers if addr in subnet]
+    return problems
+
+
+def check_subnet_free(machine: Machine) -> None:
+    routes = parse_routes(run(["ip", "-4", "route", "show", "table", "all"]).stdout)
+    try:
+        resolv = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        resolv = ""
+    problems = subnet_conflicts(machine.subnet, routes, parse_resolvers(resolv), machine.iface)
+    if problems:
+        raise LocalVMError(
+            f"subnet {machine.subnet} collides with the host's network ({'; '.join(problems)}): "
+            "pick another one with --subnet or LOCALVM_SUBNET"
+        )
+
+
+def link_exists(iface: str) -> bool:
+    return Path("/sys/class/net", iface).exists()
+
+
+def set_up_host_side(machine: Machine) -> None:
+    # The veth is recreated at each boot, so its host address is too.
+    prefix = machine.subnet.prefixlen
+    run(["ip", "addr", "replace", f"{machine.host_address}/{prefix}", "dev", machine.iface])
+    run(["ip", "link", "set", machine.iface, "up"])
+
+
+def nat_rule_spec(machine: Machine) -> list[str]:
+    # fmt: off
+    return [
+        "POSTROUTING", "-s", str(machine.subnet), "!", "-o", machine.iface,
+        "-m", "comment", "--comment", machine.nat_comment, "-j", "MASQUERADE",
+    ]
+
+
+def iptables_nat(action: str, spec: Sequence[str]) -> list[str]:
+    # -w: wait for the xtables lock instead of failing when another tool holds it.
+    return ["iptables", "-w", "5", "-t", "nat", action, *spec]
+
+
+def rules_with_comment(iptables_s_output: str, comment: str) -> list[list[str]]:
+    """Rule specs (for -D) carrying exactly our comment, from `iptables -t nat -S POSTROUTING`.
+
+    Matching on the comment rather than the subnet also finds rules left from a run with
+    another --subnet.
+    """
+    found = []
+    for line in iptables_s_output.splitlines():
+        tokens = shlex.split(line)
+        if len(tokens) < 2 or tokens[0] != "-A":
+            continue
+        comments = [tokens[i + 1] for i, tok in enumerate(tokens[:-1]) if tok == "--comment"]
+        if comment in comments:
+            found.append(tokens[1:])
+    return found
+
+
+def ensure_nat_rule(machine: Machine) -> list[str]:
+    spec = nat_rule_spec(machine)
+    if run(iptables_nat("-C", spec), check=False).returncode != 0:
+        run(iptables_nat("-A", spec))
+    return spec
+
+
+def remove_nat_rules(machine: Machine) -> None:
+    listing = run(iptables_nat("-S", ["POSTROUTING"])).stdout
+    for spec in rules_with_comment(listing, machine.nat_comment):
+        say(f"removing NAT rule {shlex.join(spec)}")
+        run(iptables_nat("-D", spec))
+
+
+def should_disable_forwarding(
+    state: VMState | None, marker_exists: bool, others_running: bool
+) -> bool:
+    """Turn ip_forward back off only if localvm turned it on and no other VM still needs it.
+
+    The marker file survives across VMs: if VM a turned forwarding on and VM b came up after it,
+    b saw "1", yet the last of them to go must still restore "0".
+    """
+    if others_running:
+        return False
+    return marker_exists or (state is not None and state.forwarding_was == "0")
+
+
+def forwarding_marker(machine: Machine) -> Path:
+    return machine.state_root / ".ip_forward-enabled-by-localvm"
+
+
+def enable_forwarding(machine: Machine) -> str:
+    was = IP_FORWARD.read_text().strip()
+    if was != "1":
+        say("enabling net.ipv4.ip_forward (restored when the last VM goes)")
+        IP_FORWARD.write_text("1\n")
+        forwarding_marker(machine).write_text(f"{machine.name}\n")
+    return was
+
+
+def restore_forwarding(machine: Machine, state: VMState | None) -> None:
+    marker = forwarding_marker(machine)
+    if should_disable_forwarding(state, marker.exists(), other_vms_running(machine)):
+        say("restoring net.ipv4.ip_forward=0")
+        IP_FORWARD.write_text("0\n")
+        marker.unlink(missing_ok=True)
+
+
+def clean_host_side(machine: Machine, state: VMState | None) -> None:
+    """Undo what `up` did on the host; safe to repeat and safe after the VM died on its own."""
+    remove_nat_rules(machine)
+    if link_exists(machine.iface):
+        prefix = machine.subnet.prefixlen
+        address = state.host_address if state else str(machine.host_address)
+        if state:
+            prefix = IPv4Network(state.subnet).prefixlen
+        run(["ip", "addr", "del", f"{address}/{prefix}", "dev", machine.iface], check=False)
+    restore_forwarding(machine, state)
+    machine.state_file.unlink(missing_ok=True)
