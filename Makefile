@@ -49,7 +49,8 @@ vm-status: ## Say whether the local VM runs
 	@$(LOCALVM) status
 
 ssh: ## Open a shell in the local VM, or run CMD='...' there
-	@$(LOCALVM) ssh $(if $(CMD),-- $(CMD))
+	@# CMD travels as one argument (from the environment), so ; and | run on the VM, not here.
+	@$(LOCALVM) ssh $(if $(CMD),-- "$$CMD")
 
 deploy: venv ## Deploy the stack (ENV=local, APP_SERVER=uwsgi|gunicorn)
 	@test -d configs/$(ENV) || { echo "deploy: no configs/$(ENV) (try ENV=local, vagrant or a copy of configs/example)"; exit 2; }
