@@ -1,0 +1,81 @@
+"""Server-Sent Events: the counters, every EVENTS_INTERVAL seconds, for a bounded time.
+
+The stream ends after EVENTS_MAX_SECONDS (EventSource reconnects by itself): an endless stream
+would hold a sync worker (uWSGI, gunicorn sync) for as long as the browser tab stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, request
+
+from .state import current
+from .store import Store, StoreUnavailable
+
+bp = Blueprint("events", __name__)
+
+_lock = threading.Lock()
+_open = 0
+
+
+def open_streams() -> int:
+    """Streams of this process not closed yet (a stream held forever would leak a worker)."""
+    return _open
+
+
+def _opened() -> None:
+    global _open
+    with _lock:
+        _open += 1
+
+
+def _closed() -> None:
+    global _open
+    with _lock:
+        _open -= 1
+
+
+def _stats(counters: dict[str, int]) -> str:
+    return f"event: stats\ndata: {json.dumps(counters, separators=(',', ':'))}\n\n"
+
+
+def _stream(store: Store, first: dict[str, int], interval: float, seconds: float) -> Iterator[str]:
+    deadline = time.monotonic() + seconds
+    yield "retry: 2000\n\n"
+    yield _stats(first)
+    while (remaining := deadline - time.monotonic()) > 0:
+        time.sleep(min(interval, remaining))
+        try:
+            yield _stats(store.counters())
+        except StoreUnavailable:
+            yield ": store unavailable\n\n"  # a comment: keeps the stream alive, no event
+
+
+@bp.get("/events")
+def events() -> Response:
+    state = current()
+    seconds = state.settings.events_max_seconds
+    asked = request.args.get("max_seconds", type=float)
+    if asked is not None and math.isfinite(asked):
+        seconds = min(seconds, max(asked, 0.0))  # may shorten the stream, never lengthen it
+    first = state.store.counters()  # store down: a 503 now rather than a broken stream
+    response = Response(
+        _stream(state.store, first, state.settings.events_interval, seconds),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+    _opened()
+    closed = threading.Event()
+
+    def release() -> None:
+        if not closed.is_set():
+            closed.set()
+            _closed()
+
+    response.call_on_close(release)
+    return response

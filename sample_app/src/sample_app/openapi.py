@@ -1,0 +1,211 @@
+"""The OpenAPI 3.1 document of every route, served at /openapi.json.
+
+A unit test checks that it and ``app.url_map`` name the same paths and methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from .api import ORACLE_HEADER
+from .version import __version__
+
+bp = Blueprint("openapi", __name__)
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Invalid request body (malformed_json, unexpected_fields, missing_field, "
+        "invalid_answer)",
+        403: "Missing or wrong oracle header (forbidden)",
+        404: "Unknown, expired, used or malformed captcha id (unknown_captcha); "
+        "for the oracle also not_found when it is off",
+        413: "Body larger than MAX_CONTENT_LENGTH (payload_too_large)",
+        415: "Body that is not application/json (unsupported_media_type)",
+        429: "Rate limit reached (rate_limited); see Retry-After",
+        503: "Store unavailable (store_unavailable)",
+    }
+    responses = {str(code): _json(text[code], _ref("Error")) for code in codes}
+    if 429 in codes:
+        responses["429"]["headers"] = {
+            "Retry-After": {
+                "description": "Whole seconds until the rate-limit window ends (>= 1)",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+    return responses
+
+
+ID_PARAM = {
+    "name": "captcha_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"},
+}
+ORACLE_PARAM = {
+    "name": ORACLE_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "The CAPTCHA_ORACLE_SECRET (load tests and browser tests only): adds the "
+    "answer to the created captcha and lifts the rate limits",
+    "schema": {"type": "string"},
+}
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "Captcha": {
+        "type": "object",
+        "required": ["id", "image_url", "verify_url", "expires_in"],
+        "properties": {
+            "id": {"type": "string"},
+            "image_url": {"type": "string"},
+            "verify_url": {"type": "string"},
+            "expires_in": {"type": "integer", "description": "Seconds"},
+            "answer": {"type": "string", "description": "Only with a valid oracle header"},
+        },
+    },
+    "VerifyRequest": {
+        "type": "object",
+        "required": ["answer"],
+        "additionalProperties": False,
+        "properties": {
+            "answer": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": "^[ -~]+$"}
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "store", "version"],
+        "properties": {
+            "status": {"enum": ["ok", "degraded"]},
+            "store": {"enum": ["ok", "unavailable"]},
+            "version": {"type": "string"},
+        },
+    },
+}
+PATHS: dict[str, Any] = {
+    "/api/captchas": {
+        "post": {
+            "summary": "Create a captcha",
+            "parameters": [ORACLE_PARAM],
+            "requestBody": {
+                "required": False,
+                "description": "Empty, or an empty JSON object",
+                "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
+            },
+            "responses": {
+                "201": _json("Created", _ref("Captcha")),
+                **_errors(400, 413, 415, 429, 503),
+            },
+        }
+    },
+    "/api/captchas/{captcha_id}/image.png": {
+        "get": {
+            "summary": "The captcha image (does not consume the captcha)",
+            "parameters": [ID_PARAM],
+            "responses": {
+                "200": {"description": "PNG", "content": {"image/png": {}}},
+                **_errors(404, 503),
+            },
+        }
+    },
+    "/api/captchas/{captcha_id}/verify": {
+        "post": {
+            "summary": "Check an answer; the captcha is used up, right or wrong",
+            "parameters": [ID_PARAM, ORACLE_PARAM],
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("VerifyRequest")}}},
+            "responses": {
+                "200": _json(
+                    "Checked (case-insensitively)",
+                    {
+                        "type": "object",
+                        "required": ["valid"],
+                        "properties": {"valid": {"type": "boolean"}},
+                    },
+                ),
+                **_errors(400, 404, 413, 415, 429, 503),
+            },
+        }
+    },
+    "/api/captchas/{captcha_id}/oracle": {
+        "get": {
+            "summary": "The answer, for load tests (off unless CAPTCHA_ORACLE_SECRET is set)",
+            "parameters": [ID_PARAM, {**ORACLE_PARAM, "required": True}],
+            "responses": {
+                "200": _json(
+                    "The answer (does not consume the captcha)",
+                    {"type": "object", "properties": {"answer": {"type": "string"}}},
+                ),
+                **_errors(403, 404, 503),
+            },
+        }
+    },
+    "/healthz": {
+        "get": {
+            "summary": "Liveness and store reachability",
+            "responses": {
+                "200": _json("Healthy", _ref("Health")),
+                "503": _json("The store does not answer", _ref("Health")),
+            },
+        }
+    },
+    "/events": {
+        "get": {
+            "summary": "Server-Sent Events: `stats` with the counters, for a bounded time",
+            "parameters": [
+                {
+                    "name": "max_seconds",
+                    "in": "query",
+                    "required": False,
+                    "description": "Shortens the stream (never beyond EVENTS_MAX_SECONDS)",
+                    "schema": {"type": "number", "minimum": 0},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "retry: 2000, then `event: stats` with data "
+                    '{"issued": n, "verified": n, "rejected": n} every EVENTS_INTERVAL seconds',
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors(503),
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+        }
+    },
+    "/": {
+        "get": {
+            "summary": "The web page",
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+        }
+    },
+}
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "sample_app captcha service", "version": __version__},
+    "paths": PATHS,
+    "components": {"schemas": SCHEMAS},
+}
+
+
+@bp.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    return DOCUMENT
