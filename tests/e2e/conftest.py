@@ -13,6 +13,15 @@ from stack import LOCALVM, ROOT, TIMINGS, Stack
 SERVERS = ("uwsgi", "gunicorn")
 # Not the CPU count of the VM, so that a passing worker test proves the variable is used.
 WORKERS = 3
+# Short rate-limit windows, so that the test that exhausts one waits seconds, not a minute.
+RATE_WINDOW = 10
+DEPLOY_VARS = {
+    "app_workers": WORKERS,
+    "app_environment": {
+        "FLASK_RATE_LIMIT_CREATE": f"20/{RATE_WINDOW}",
+        "FLASK_RATE_LIMIT_VERIFY": f"20/{RATE_WINDOW}",
+    },
+}
 
 
 def _localvm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -40,11 +49,12 @@ def stack() -> Iterator[Stack]:
         _localvm("destroy")
 
 
-@pytest.fixture(scope="module", params=SERVERS)
+@pytest.fixture(scope="session", params=SERVERS)
 def deployed(request: pytest.FixtureRequest, stack: Stack) -> Stack:
-    """The stack deployed with the parametrised app server (and WORKERS workers)."""
+    """The stack deployed with the parametrised app server; pytest runs every test of one
+    server, in every module, before it switches to the other."""
     server = request.param
-    result = stack.deploy(f"deploy-{server}", app_server=server, app_workers=WORKERS)
+    result = stack.deploy(f"deploy-{server}", app_server=server, **DEPLOY_VARS)
     assert result.rc == 0, f"deploy with {server} failed:\n{result.tail()}"
     return stack
 

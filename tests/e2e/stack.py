@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCALVM = [sys.executable, str(ROOT / "tools" / "localvm.py")]
@@ -46,6 +48,9 @@ class HttpResponse:
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
 
+    def json(self) -> Any:
+        return json.loads(self.body)
+
 
 @dataclass
 class Stack:
@@ -60,7 +65,8 @@ class Stack:
         log = LOG_DIR / f"{len(TIMINGS):02d}-{label}.log"
         args = [str(ANSIBLE_PLAYBOOK), "-i", "configs/local", "deploy.yml"]
         for key, value in extra_vars.items():
-            args += ["-e", f"{key}={value}"]
+            # JSON keeps types: a dict stays a dict, 3 stays an int.
+            args += ["-e", json.dumps({key: value})]
         env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
         started = time.monotonic()
         proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -89,12 +95,31 @@ class Stack:
             )
         return proc
 
-    def get(self, path: str, timeout: float = 10) -> HttpResponse:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10,
+    ) -> HttpResponse:
+        request = urllib.request.Request(
+            f"http://{self.address}{path}", data=body, headers=headers or {}, method=method
+        )
         try:
-            with urllib.request.urlopen(f"http://{self.address}{path}", timeout=timeout) as r:
+            with urllib.request.urlopen(request, timeout=timeout) as r:
                 return HttpResponse(r.status, dict(r.headers.items()), r.read())
         except urllib.error.HTTPError as error:
             return HttpResponse(error.code, dict(error.headers.items()), error.read())
+
+    def get(self, path: str, timeout: float = 10) -> HttpResponse:
+        return self.request("GET", path, timeout=timeout)
+
+    def post_json(self, path: str, payload: object, headers: dict[str, str] | None = None):
+        body = json.dumps(payload).encode()
+        return self.request(
+            "POST", path, body, {"Content-Type": "application/json", **(headers or {})}
+        )
 
     def wait_until_serving(self, path: str = "/", seconds: float = 60) -> HttpResponse:
         deadline = time.monotonic() + seconds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import WORKERS
+from conftest import DEPLOY_VARS, WORKERS
 from stack import Stack
 
 OTHER = {"uwsgi": "gunicorn", "gunicorn": "uwsgi"}
@@ -40,7 +40,7 @@ def test_exactly_one_app_server_runs(deployed: Stack):
 
 def test_second_deploy_changes_nothing(deployed: Stack):
     result = deployed.deploy(
-        f"redeploy-{deployed.server}", app_server=deployed.server, app_workers=WORKERS
+        f"redeploy-{deployed.server}", app_server=deployed.server, **DEPLOY_VARS
     )
     assert result.rc == 0, result.tail()
     assert result.changed == 0, result.tail()

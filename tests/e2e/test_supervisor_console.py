@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from conftest import WORKERS
+from conftest import DEPLOY_VARS
 from stack import ROOT, Stack
 
 PASSWORD_FILE = ROOT / "configs/local/.secrets/localvm/supervisor_console_password"
@@ -26,7 +26,7 @@ except urllib.error.HTTPError as error:
 @pytest.fixture(scope="module")
 def console(stack: Stack) -> Stack:
     if stack.server is None:
-        result = stack.deploy("deploy-for-console", app_workers=WORKERS)
+        result = stack.deploy("deploy-for-console", **DEPLOY_VARS)
         assert result.rc == 0, result.tail()
     return stack
 
