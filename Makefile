@@ -17,7 +17,7 @@ LOCALVM := $(PYTHON) tools/localvm.py
 PLAYBOOK := ANSIBLE_CONFIG=ansible.cfg $(BIN)/ansible-playbook -i configs/$(ENV)
 DEPLOY_VARS := $(if $(APP_SERVER),-e app_server=$(APP_SERVER)) $(ARGS)
 
-.PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo lint unit e2e test clean
+.PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo bench-captcha lint unit e2e test clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,10 @@ demo: vm deploy ## Boot the VM, deploy, and print the URLs to open
 	echo "  health    http://$$addr/healthz"; \
 	echo "  shell     make ssh"; \
 	echo "  logs      make ssh CMD='tail -f /var/log/supervisor/sample_app.log'"
+
+bench-captcha: venv ## Benchmark: captcha images/s per core, library alone vs endpoint via nginx
+	@command -v wrk >/dev/null || { echo "bench-captcha: needs wrk (apt-get install wrk)"; exit 1; }
+	$(BIN)/python loadtests/bench_captcha.py
 
 lint: venv ## ansible-lint (production profile), yamllint, ruff, vagrant validate
 	$(BIN)/ansible-lint --nocolor
