@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import redis
-from captcha_testlib import ORACLE
 from flask import Flask
 from flask.testing import FlaskClient
 
+from captcha_testlib import ORACLE
 from sample_app import create_app
 from sample_app.store import Store, open_store
 

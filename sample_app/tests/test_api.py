@@ -5,9 +5,9 @@ import io
 import time
 
 import pytest
-from captcha_testlib import ORACLE, new_captcha, store_of
 from PIL import Image
 
+from captcha_testlib import ORACLE, new_captcha, store_of
 from sample_app import captchas
 
 

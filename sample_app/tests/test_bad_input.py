@@ -1,6 +1,7 @@
 """Bad input: a 4xx JSON error with its code, and nothing changed in the store."""
 
 import pytest
+
 from captcha_testlib import new_captcha, store_of
 
 VERIFY_CASES = [

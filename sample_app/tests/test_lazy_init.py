@@ -4,9 +4,10 @@ import sys
 import threading
 
 import pytest
-from captcha_testlib import new_captcha
 
+from captcha_testlib import new_captcha
 from sample_app import captchas, create_app
+from sample_app.config import ConfigError
 
 lazyinit = pytest.importorskip("wsgiprobe.lazyinit")
 
@@ -93,3 +94,16 @@ def test_the_app_runs_without_the_toolkit(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "wsgiprobe.lazyinit", None)
     app = create_app({"SECRET_KEY": "t", "STORE_URL": f"sqlite:///{tmp_path}/s.db"})
     assert app.test_client().post("/api/captchas").status_code == 201
+
+
+def test_extra_init_seconds_add_a_costlier_init(make_app):
+    make_app(LAZYINIT_EXTRA_SECONDS=0.2)
+    assert "sample_app.extra" in lazyinit.pending()
+    ran = lazyinit.run_pending()
+    assert ran["sample_app.extra"] >= 0.2
+
+
+@pytest.mark.parametrize("value", [-1, "soon", "nan"])
+def test_extra_init_seconds_must_be_a_number(make_app, value):
+    with pytest.raises(ConfigError, match="LAZYINIT_EXTRA_SECONDS"):
+        make_app(LAZYINIT_EXTRA_SECONDS=value)

@@ -1,6 +1,7 @@
 """Fixed-window rate limits per client address, counted in the store."""
 
 import pytest
+
 from captcha_testlib import ORACLE, new_captcha
 
 # Hour-long windows: a test never straddles a window boundary (windows align on the clock).

@@ -1,8 +1,8 @@
 """A store that stops answering: 503 JSON (never 500), and recovery without a restart."""
 
 import pytest
-from captcha_testlib import ORACLE
 
+from captcha_testlib import ORACLE
 from sample_app import create_app
 
 
