@@ -11,13 +11,15 @@ export LOCALVM_SUBNET ?= 10.231.0.0/24
 # The end-to-end tests boot a VM of their own, beside any VM you work with.
 E2E_VM_NAME ?= flasktest
 E2E_VM_SUBNET ?= 10.231.1.0/24
+# Local port of `make profiler`'s tunnel.
+PROFILER_PORT ?= 8081
 
 BIN := $(VENV)/bin
 LOCALVM := $(PYTHON) tools/localvm.py
 PLAYBOOK := ANSIBLE_CONFIG=ansible.cfg $(BIN)/ansible-playbook -i configs/$(ENV)
 DEPLOY_VARS := $(if $(APP_SERVER),-e app_server=$(APP_SERVER)) $(ARGS)
 
-.PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo bench-captcha lint unit e2e test clean
+.PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo warmup profiler bench-profiler bench-captcha lint unit e2e test clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +65,16 @@ demo: vm deploy ## Boot the VM, deploy, and print the URLs to open
 	echo "  health    http://$$addr/healthz"; \
 	echo "  shell     make ssh"; \
 	echo "  logs      make ssh CMD='tail -f /var/log/supervisor/sample_app.log'"
+
+warmup: venv ## Warm every worker through /lazyinit and print their state (also run by deploy)
+	$(PLAYBOOK) warmup.yml $(ARGS)
+
+profiler: venv ## Open an SSH tunnel to the VM's /_profiler/ and print how to use it
+	@$(BIN)/python tools/profiler_tunnel.py --env $(ENV) --port $(PROFILER_PORT)
+
+bench-profiler: venv ## Benchmark: the profiler's cost as ratios of the plain app, raw Dozer, disk after load
+	@command -v wrk >/dev/null || { echo "bench-profiler: needs wrk (apt-get install wrk)"; exit 1; }
+	$(BIN)/python loadtests/bench_profiler.py
 
 bench-captcha: venv ## Benchmark: captcha images/s per core, library alone vs endpoint via nginx
 	@command -v wrk >/dev/null || { echo "bench-captcha: needs wrk (apt-get install wrk)"; exit 1; }

@@ -9,21 +9,24 @@ Usage: make bench-captcha  (the VM must be deployed: make demo)
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import re
 import statistics
-import subprocess
 import sys
-import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-LOCALVM = [sys.executable, str(ROOT / "tools" / "localvm.py")]
-REPORTS = ROOT / "loadtests" / "reports"
-VENV_PYTHON = "/srv/sample_app/venv/bin/python"
-SERVER_PATTERN = "venv/bin/[u]wsgi |venv/bin/[g]unicorn "
+from benchlib import (
+    APP_CPU,
+    CPUS,
+    FRONT_CPU,
+    SERVER_PATTERN,
+    VENV,
+    create_captcha,
+    on_vm,
+    pin,
+    run_wrk,
+    running_server,
+    vm_address,
+    write_report,
+)
+
 TARGET_RATIO = 0.85
 
 LIBRARY_ALONE = """
@@ -38,44 +41,6 @@ print(count / (time.perf_counter() - started))
 """
 
 
-def on_vm(command: str) -> str:
-    proc = subprocess.run([*LOCALVM, "ssh", "--", command], capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"bench: on the VM, {command!r} failed:\n{proc.stderr}{proc.stdout}")
-    return proc.stdout.strip()
-
-
-def pin(pattern: str, cpus: str) -> None:
-    on_vm(f"for pid in $(pgrep -f '{pattern}'); do taskset -a -p -c {cpus} $pid >/dev/null; done")
-
-
-def create_captcha(address: str) -> str:
-    secret = (ROOT / "configs/local/.secrets/localvm/oracle_secret").read_text().strip()
-    request = urllib.request.Request(
-        f"http://{address}/api/captchas",
-        data=b"{}",
-        headers={"Content-Type": "application/json", "X-Captcha-Oracle": secret},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)["image_url"]
-
-
-def run_wrk(url: str, seconds: int, connections: int, cpu: int) -> tuple[float, int]:
-    out = subprocess.run(
-        ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors: .*", out)
-    if errors:
-        print(f"  wrk: {errors.group(0)}")
-    return rate, int(bad.group(1)) if bad else 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
@@ -83,13 +48,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    address = subprocess.run(
-        [*LOCALVM, "address"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    cpus = os.cpu_count() or 1
-    app_cpu, front_cpu = (1, 0) if cpus > 1 else (0, 0)
-    server = "uwsgi" if on_vm("pgrep -f 'venv/bin/[u]wsgi ' || true") else "gunicorn"
-    url = f"http://{address}{create_captcha(address)}"
+    base_url = f"http://{vm_address()}"
+    server = running_server()
+    url = base_url + create_captcha(base_url)
     library_code = LIBRARY_ALONE.format(seconds=args.seconds)
 
     # Alternate the two measurements and keep the medians: a noisy neighbour on the machine
@@ -97,22 +58,22 @@ def main() -> int:
     libraries: list[float] = []
     endpoints: list[float] = []
     non_2xx = 0
-    every = f"0-{cpus - 1}"
+    every = f"0-{CPUS - 1}"
     for round_ in range(1, args.rounds + 1):
         print(
-            f"bench: round {round_}/{args.rounds}: library alone, {args.seconds} s on CPU {app_cpu}"
+            f"bench: round {round_}/{args.rounds}: library alone, {args.seconds} s on CPU {APP_CPU}"
         )
         libraries.append(
-            float(on_vm(f"cd /tmp && taskset -c {app_cpu} {VENV_PYTHON} -c '{library_code}'"))
+            float(on_vm(f"cd /tmp && taskset -c {APP_CPU} {VENV}/bin/python -c '{library_code}'"))
         )
         print(
-            f"bench: round {round_}/{args.rounds}: endpoint via nginx, {server} on CPU {app_cpu},"
-            f" nginx and wrk on CPU {front_cpu}"
+            f"bench: round {round_}/{args.rounds}: endpoint via nginx, {server} on CPU {APP_CPU},"
+            f" nginx and wrk on CPU {FRONT_CPU}"
         )
-        pin(SERVER_PATTERN, str(app_cpu))
-        pin("nginx", str(front_cpu))
+        pin(SERVER_PATTERN, str(APP_CPU))
+        pin("nginx", str(FRONT_CPU))
         try:
-            rate, bad = run_wrk(url, args.seconds, args.connections, front_cpu)
+            rate, bad = run_wrk(url, args.seconds, args.connections)
         finally:
             pin(SERVER_PATTERN, every)
             pin("nginx", every)
@@ -137,27 +98,22 @@ def main() -> int:
     if non_2xx:
         print("  the endpoint answered errors: its rate is not a measurement")
 
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    report = REPORTS / f"bench-captcha-{stamp}.json"
-    report.write_text(
-        json.dumps(
-            {
-                "server": server,
-                "seconds": args.seconds,
-                "rounds": args.rounds,
-                "library_rounds": libraries,
-                "endpoint_rounds": endpoints,
-                "library_per_core": library,
-                "endpoint_per_core": endpoint,
-                "non_2xx": non_2xx,
-                "ratio": ratio,
-                "target": TARGET_RATIO,
-            },
-            indent=2,
-        )
+    report = write_report(
+        "bench-captcha",
+        {
+            "server": server,
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "library_rounds": libraries,
+            "endpoint_rounds": endpoints,
+            "library_per_core": library,
+            "endpoint_per_core": endpoint,
+            "non_2xx": non_2xx,
+            "ratio": ratio,
+            "target": TARGET_RATIO,
+        },
     )
-    print(f"  written to {report.relative_to(ROOT)}")
+    print(f"  written to {report}")
     return 0 if non_2xx == 0 else 1
 
 

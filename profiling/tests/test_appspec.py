@@ -45,5 +45,8 @@ def test_entrypoint_exposes_the_app_as_a_module_attribute(fake_module, monkeypat
     monkeypatch.setenv("WSGIPROBE_APP", "fake_wsgi_mod:app")
     monkeypatch.delitem(sys.modules, "wsgiprobe.entrypoint", raising=False)
     entrypoint = importlib.import_module("wsgiprobe.entrypoint")
-    # In the module's dict, where uWSGI looks for it (not through a module __getattr__).
-    assert vars(entrypoint)["application"] is fake_module.app
+    # In the module's dict, where uWSGI looks for it (not through a module __getattr__), and
+    # the real app behind the toolkit's wrappers.
+    application = vars(entrypoint)["application"]
+    body = application({"PATH_INFO": "/", "REQUEST_METHOD": "GET"}, lambda *args: None)
+    assert b"".join(body) == b"hi"

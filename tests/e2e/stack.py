@@ -20,6 +20,19 @@ ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 LOG_DIR = Path(os.environ.get("E2E_LOG_DIR", "/tmp/e2e-logs"))
 # Every deploy of the session: (label, seconds, changed), printed at the end of the run.
 TIMINGS: list[tuple[str, float, int]] = []
+SECRETS = ROOT / "configs/local/.secrets/localvm"
+# Runs on the VM: one HTTP request to nginx on its loopback, the answer as one JSON line.
+LOOPBACK_CLIENT = """
+import json, sys, urllib.error, urllib.request
+method, url, headers, body = json.loads(sys.stdin.read())
+request = urllib.request.Request(url, data=body and body.encode(), headers=headers, method=method)
+try:
+    with urllib.request.urlopen(request, timeout=30) as r:
+        status, head, data = r.status, dict(r.headers.items()), r.read()
+except urllib.error.HTTPError as e:
+    status, head, data = e.code, dict(e.headers.items()), e.read()
+print(json.dumps([status, head, data.decode("utf-8", "replace")]))
+"""
 RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -50,6 +63,11 @@ class HttpResponse:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+def secret(name: str) -> str:
+    """A secret the deploys generated for the local inventory (read after the first deploy)."""
+    return (SECRETS / name).read_text().strip()
 
 
 @dataclass
@@ -111,6 +129,19 @@ class Stack:
                 return HttpResponse(r.status, dict(r.headers.items()), r.read())
         except urllib.error.HTTPError as error:
             return HttpResponse(error.code, dict(error.headers.items()), error.read())
+
+    def loopback(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+    ) -> HttpResponse:
+        """A request from the VM's own loopback, the one client debug surfaces let in."""
+        payload = json.dumps([method, f"http://127.0.0.1{path}", headers or {}, body])
+        out = self.ssh(f"python3 -c '{LOOPBACK_CLIENT}'", stdin=payload).stdout
+        status, head, text = json.loads(out)
+        return HttpResponse(status, head, text.encode())
 
     def get(self, path: str, timeout: float = 10) -> HttpResponse:
         return self.request("GET", path, timeout=timeout)

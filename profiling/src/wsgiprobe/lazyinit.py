@@ -90,6 +90,13 @@ def _reset_children() -> None:
 os.register_at_fork(after_in_child=_reset_children)
 
 _default = Registry()
+
+
+def default_registry() -> Registry:
+    """The registry behind the module-level functions (the one the warm-up route runs)."""
+    return _default
+
+
 register = _default.register
 run_pending = _default.run_pending
 pending = _default.pending

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from flask import Flask, Request, Response
@@ -92,6 +93,16 @@ def _register_lazy_init(state: AppState) -> None:
         return
     lazyinit.register("sample_app.renderer", captchas.ensure_ready)
     lazyinit.register("sample_app.store", state.store.ping)
+    extra = state.settings.lazyinit_extra_seconds
+    if extra:
+        lazyinit.register("sample_app.extra", lambda: _burn_cpu(extra))
+
+
+def _burn_cpu(seconds: float) -> None:
+    # Busy, not asleep: a real init (loading a model, filling a cache) holds the CPU and the GIL.
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        sum(range(1000))
 
 
 def _log_to_stderr(app: Flask) -> None:

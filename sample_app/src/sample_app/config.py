@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXIES": 0,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_SECURE": False,
+    # CPU seconds added to the lazy init, to stand for a costlier one (a model, a big cache):
+    # demos, tests and benchmarks of the warm-up. 0: the init is the fonts and the store only.
+    "LAZYINIT_EXTRA_SECONDS": 0,
 }
 
 # Secrets and URLs must stay the exact strings given: JSON parsing would turn "12345" into an int
@@ -58,6 +61,7 @@ class Settings:
     events_max_seconds: float
     trusted_proxies: int
     max_content_length: int
+    lazyinit_extra_seconds: float
 
 
 def raw_strings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -86,6 +90,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         events_max_seconds=check("EVENTS_MAX_SECONDS", _seconds),
         trusted_proxies=check("TRUSTED_PROXIES", _int, 0),
         max_content_length=check("MAX_CONTENT_LENGTH", _int, 1),
+        lazyinit_extra_seconds=check("LAZYINIT_EXTRA_SECONDS", _seconds_or_zero),
     )
     check("SESSION_COOKIE_SAMESITE", _samesite)
     check("SESSION_COOKIE_SECURE", _bool)
@@ -113,6 +118,10 @@ def _seconds(value: Any) -> float:
     if not math.isfinite(number) or number <= 0:
         raise ValueError("expected a number of seconds > 0")
     return number
+
+
+def _seconds_or_zero(value: Any) -> float:
+    return 0.0 if value in (0, "0") else _seconds(value)
 
 
 def _str(value: Any) -> str:

@@ -1,0 +1,90 @@
+"""What the benchmarks share: the VM, wrk, CPU pinning, reports.
+
+Benchmarks compare in one run on one machine and print ratios; absolute figures depend on the
+machine. The load generator (wrk, on the host) and the measured server (in the VM) are pinned
+to different CPUs, so that a figure is per core of the server.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCALVM = [sys.executable, str(ROOT / "tools" / "localvm.py")]
+REPORTS = ROOT / "loadtests" / "reports"
+SECRETS = ROOT / "configs/local/.secrets/localvm"
+VENV = "/srv/sample_app/venv"
+SERVER_PATTERN = "venv/bin/[u]wsgi |venv/bin/[g]unicorn "
+CPUS = os.cpu_count() or 1
+# The measured server on one CPU, the load generator (and nginx) on another.
+APP_CPU, FRONT_CPU = (1, 0) if CPUS > 1 else (0, 0)
+
+
+def on_vm(command: str, stdin: str = "") -> str:
+    proc = subprocess.run(
+        [*LOCALVM, "ssh", "--", command], input=stdin, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        sys.exit(f"bench: on the VM, {command!r} failed:\n{proc.stderr}{proc.stdout}")
+    return proc.stdout.strip()
+
+
+def vm_address() -> str:
+    return subprocess.run(
+        [*LOCALVM, "address"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def running_server() -> str:
+    return "uwsgi" if on_vm("pgrep -f 'venv/bin/[u]wsgi ' || true") else "gunicorn"
+
+
+def pin(pattern: str, cpus: str) -> None:
+    on_vm(f"for pid in $(pgrep -f '{pattern}'); do taskset -a -p -c {cpus} $pid >/dev/null; done")
+
+
+def secret(name: str) -> str:
+    return (SECRETS / name).read_text().strip()
+
+
+def create_captcha(base_url: str) -> str:
+    """A captcha's image URL (the oracle header lifts the rate limit)."""
+    request = urllib.request.Request(
+        f"{base_url}/api/captchas",
+        data=b"{}",
+        headers={"Content-Type": "application/json", "X-Captcha-Oracle": secret("oracle_secret")},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["image_url"]
+
+
+def run_wrk(
+    url: str, seconds: int, connections: int, headers: dict[str, str] | None = None
+) -> tuple[float, int]:
+    """Requests per second and the number of non-2xx answers (a rate of errors is no rate)."""
+    args = ["taskset", "-c", str(FRONT_CPU), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: .*", out)
+    if errors:
+        print(f"  wrk: {errors.group(0)}")
+    return rate, int(bad.group(1)) if bad else 0
+
+
+def write_report(name: str, data: dict) -> Path:
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    report = REPORTS / f"{name}-{stamp}.json"
+    report.write_text(json.dumps(data, indent=2))
+    return report.relative_to(ROOT)

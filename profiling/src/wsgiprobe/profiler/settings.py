@@ -1,0 +1,157 @@
+"""The profiler's settings, read from the environment variables Ansible writes into the env file."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TRIGGER_HEADER = "X-Wsgiprobe-Profile"
+TRIGGER_COOKIE = "wsgiprobe_profile"
+DEFAULT_PATH = "/_profiler"  # Dozer's own links point there: keep it the default
+# Never saved with a profile, whatever the settings say.
+ALWAYS_SCRUBBED = ("Cookie", "Authorization", "Proxy-Authorization", TRIGGER_HEADER)
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+# RFC 9110 token characters: anything else cannot be a header name.
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+# Safe in a header and in a cookie value without quoting (base64, hex, generated passwords).
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")
+_UI_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+
+
+@dataclass(frozen=True, slots=True)
+class ProfilerSettings:
+    """What ProfilingMiddleware needs; validated on construction."""
+
+    directory: Path
+    # repr=False: the trigger token must not end up in a log line that prints the settings.
+    token: str = field(default="", repr=False)
+    sample_rate: float = 0.0
+    max_profiles: int = 200
+    max_mb: float = 50.0
+    scrub_headers: tuple[str, ...] = ()  # extra header names, besides ALWAYS_SCRUBBED
+    path: str = DEFAULT_PATH
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directory", Path(self.directory))
+        if not self.directory.is_absolute():
+            raise ValueError(f"profile directory must be an absolute path, got {self.directory!r}")
+        if self.token and not _TOKEN.fullmatch(self.token):
+            raise ValueError("trigger token may hold only letters, digits and ._~+/=-")
+        if not (math.isfinite(self.sample_rate) and 0.0 <= self.sample_rate <= 1.0):
+            raise ValueError(f"sample rate must be from 0 to 1, got {self.sample_rate!r}")
+        if isinstance(self.max_profiles, bool) or self.max_profiles < 1:
+            raise ValueError(f"max profiles must be an integer >= 1, got {self.max_profiles!r}")
+        if not (math.isfinite(self.max_mb) and self.max_mb > 0):
+            raise ValueError(f"max MB must be a number > 0, got {self.max_mb!r}")
+        for name in self.scrub_headers:
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"not a header name: {name!r}")
+        if not _UI_PATH.fullmatch(self.path):
+            raise ValueError(f"UI path must look like /_profiler (no trailing /): {self.path!r}")
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_mb * 1024 * 1024)  # MB here means MiB
+
+    def scrubbed_environ_keys(self) -> frozenset[str]:
+        """The WSGI environ keys of every scrubbed header."""
+        keys = set()
+        for name in (*ALWAYS_SCRUBBED, *self.scrub_headers):
+            key = name.upper().replace("-", "_")
+            keys.add("HTTP_" + key)
+            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                keys.add(key)  # WSGI carries these two without the HTTP_ prefix
+        return frozenset(keys)
+
+
+def settings_from_environment(env: Mapping[str, str]) -> ProfilerSettings | None:
+    """ProfilerSettings from WSGIPROBE_PROFILER_* variables, or None when the profiler is off.
+
+    A bad value raises ValueError naming the variable and the value (never the token's value),
+    so that the app server refuses to start with a clear message. Empty optional variables
+    mean their default (an env file may write ``NAME=``).
+    """
+    enabled = env.get("WSGIPROBE_PROFILER", "").strip().lower()
+    if enabled in _FALSE:
+        return None
+    if enabled not in _TRUE:
+        raise ValueError(
+            f"WSGIPROBE_PROFILER must be 1/true or 0/false, got {env['WSGIPROBE_PROFILER']!r}"
+        )
+    directory = env.get("WSGIPROBE_PROFILER_DIR", "").strip()
+    if not directory:
+        raise ValueError("WSGIPROBE_PROFILER_DIR is required when WSGIPROBE_PROFILER is on")
+    if not Path(directory).is_absolute():
+        raise ValueError(f"WSGIPROBE_PROFILER_DIR must be an absolute path, got {directory!r}")
+
+    token = env.get("WSGIPROBE_PROFILER_TOKEN", "").strip()
+    if token and not _TOKEN.fullmatch(token):
+        # The value is a secret: name the variable only.
+        raise ValueError(
+            "WSGIPROBE_PROFILER_TOKEN may hold only letters, digits and ._~+/=- (value not shown)"
+        )
+
+    sample_rate = _float(env, "WSGIPROBE_PROFILER_SAMPLE_RATE", 0.0)
+    if not 0.0 <= sample_rate <= 1.0:
+        raise _bad(env, "WSGIPROBE_PROFILER_SAMPLE_RATE", "a number from 0 to 1")
+    max_profiles = _int(env, "WSGIPROBE_PROFILER_MAX_PROFILES", 200)
+    if max_profiles < 1:
+        raise _bad(env, "WSGIPROBE_PROFILER_MAX_PROFILES", "an integer >= 1")
+    max_mb = _float(env, "WSGIPROBE_PROFILER_MAX_MB", 50.0)
+    if max_mb <= 0:
+        raise _bad(env, "WSGIPROBE_PROFILER_MAX_MB", "a number > 0")
+
+    raw_headers = env.get("WSGIPROBE_PROFILER_SCRUB_HEADERS", "")
+    scrub_headers = tuple(name.strip() for name in raw_headers.split(",") if name.strip())
+    for name in scrub_headers:
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(
+                f"WSGIPROBE_PROFILER_SCRUB_HEADERS must be comma-separated header names,"
+                f" got {raw_headers!r} ({name!r} is not one)"
+            )
+
+    path = env.get("WSGIPROBE_PROFILER_PATH", "").strip() or DEFAULT_PATH
+    if not _UI_PATH.fullmatch(path):
+        raise _bad(env, "WSGIPROBE_PROFILER_PATH", "a path like /_profiler (no trailing /)")
+
+    return ProfilerSettings(
+        directory=Path(directory),
+        token=token,
+        sample_rate=sample_rate,
+        max_profiles=max_profiles,
+        max_mb=max_mb,
+        scrub_headers=scrub_headers,
+        path=path,
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise _bad(env, name, "an integer") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _bad(env, name, "a number") from None
+    if not math.isfinite(value):
+        raise _bad(env, name, "a finite number")
+    return value
+
+
+def _bad(env: Mapping[str, str], name: str, expected: str) -> ValueError:
+    return ValueError(f"{name} must be {expected}, got {env.get(name)!r}")

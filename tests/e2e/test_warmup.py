@@ -1,0 +1,106 @@
+"""The warm-up under each app server: every worker warm after a deploy, a respawned worker
+warmed by the next warm-up, a failing init named."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import EXTRA_INIT_SECONDS, WORKERS
+from stack import ANSIBLE_PLAYBOOK, LOG_DIR, ROOT, Stack
+
+
+def status(stack: Stack) -> dict[int, dict]:
+    response = stack.loopback("GET", "/lazyinit?status")
+    assert response.status == 200, response.text
+    return {entry["worker"]: entry for entry in response.json()["workers"]}
+
+
+def worker_pids(stack: Stack) -> set[int]:
+    """The app server's workers as the OS sees them: children of the master."""
+    master = stack.ssh("supervisorctl pid sample_app").stdout.strip()
+    out = stack.ssh(f"pgrep -P {master}").stdout
+    return {int(pid) for pid in out.split()}
+
+
+def warm_up(label: str) -> subprocess.CompletedProcess[str]:
+    """`make warmup`, as a user runs it."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", "configs/local", "warmup.yml"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    (LOG_DIR / f"warmup-{label}.log").write_text(proc.stdout + proc.stderr)
+    return proc
+
+
+def wait_for_respawn(stack: Stack, old: set[int], seconds: float = 30) -> set[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pids = worker_pids(stack)
+        if len(pids) == WORKERS and pids != old:
+            return pids
+        time.sleep(0.3)
+    raise AssertionError(f"no respawned worker after {seconds} s")
+
+
+def test_every_worker_is_warm_after_the_deploy(deployed: Stack):
+    workers = status(deployed)
+    assert sorted(workers) == list(range(1, WORKERS + 1))
+    assert {w["pid"] for w in workers.values()} == worker_pids(deployed)
+    assert all(w["warm"] for w in workers.values()), workers
+    # Each did the app's init itself, the extra CPU seconds included.
+    assert all(w["init_seconds"] >= EXTRA_INIT_SECONDS for w in workers.values()), workers
+
+
+def test_lazyinit_is_refused_to_other_clients(deployed: Stack):
+    assert deployed.get("/lazyinit").status == 403
+    assert deployed.get("/lazyinit?status").status == 403
+    assert deployed.get("/%6cazyinit").status == 403  # nginx matches the decoded path
+
+
+def test_the_next_warm_up_warms_a_respawned_worker(deployed: Stack):
+    before = worker_pids(deployed)
+    victim = status(deployed)[2]["pid"]
+    deployed.ssh(f"kill -{signal.SIGKILL.value} {victim}")
+    after = wait_for_respawn(deployed, before)
+    (new_pid,) = after - before
+
+    result = warm_up("after-kill")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    workers = status(deployed)
+    assert all(w["warm"] for w in workers.values()), workers
+    assert new_pid in {w["pid"] for w in workers.values()}
+    # The table names every worker, the new one included.
+    assert str(new_pid) in result.stdout
+
+
+def test_a_failing_init_fails_the_warm_up_and_names_the_worker(deployed: Stack):
+    # The store is part of the init: with Redis down, a new worker cannot finish its init.
+    before = worker_pids(deployed)
+    victim = status(deployed)[1]["pid"]
+    deployed.ssh("systemctl stop redis-server")
+    try:
+        deployed.ssh(f"kill -{signal.SIGKILL.value} {victim}")
+        (new_pid,) = wait_for_respawn(deployed, before) - before
+        result = warm_up("init-fails")
+        assert result.returncode != 0
+        output = result.stdout + result.stderr
+        assert str(new_pid) in output
+        assert "init_failed" in output or "cold" in output
+    finally:
+        deployed.ssh("systemctl start redis-server")
+    result = warm_up("store-back")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert all(w["warm"] for w in status(deployed).values())
+
+
+@pytest.fixture(autouse=True)
+def _store_is_up(deployed: Stack):
+    yield
+    deployed.ssh("systemctl start redis-server")
