@@ -1,0 +1,263 @@
+"""wsgiprobe.pdb_attach: discovery, waiting, poking, script and bridge modes (no app server)."""
+
+import http.server
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from wsgiprobe import pdb_attach
+from wsgiprobe.pdb_attach import DiscoveryError
+
+IGNORE_USR1 = "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); time.sleep(60)"
+
+
+@pytest.fixture
+def child():
+    """A live child process (of this test) that ignores SIGUSR1."""
+    proc = subprocess.Popen([sys.executable, "-c", IGNORE_USR1])
+    time.sleep(0.2)  # let it install SIG_IGN before anyone signals it
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+STATS = {"pid": 10, "workers": [{"id": 1, "pid": 11}, {"id": 2, "pid": 12}, {"id": 3, "pid": 0}]}
+
+
+# -- discovery -----------------------------------------------------------------------------------
+
+
+def test_pid_from_uwsgi_stats():
+    assert pdb_attach.pid_from_uwsgi_stats(STATS, 2) == 12
+    with pytest.raises(DiscoveryError, match=r"no worker 4 \(workers: \[1, 2, 3\]\)"):
+        pdb_attach.pid_from_uwsgi_stats(STATS, 4)
+    with pytest.raises(DiscoveryError, match="worker 3 is not running"):
+        pdb_attach.pid_from_uwsgi_stats(STATS, 3)
+    with pytest.raises(DiscoveryError, match="no workers"):
+        pdb_attach.pid_from_uwsgi_stats({}, 1)
+
+
+def serve_once(server_socket, payload):
+    conn, _ = server_socket.accept()
+    with conn:
+        conn.sendall(payload)
+
+
+def test_read_uwsgi_stats_from_a_unix_socket_tcp_and_a_file(tmp_path):
+    payload = json.dumps(STATS).encode()
+    path = str(tmp_path / "stats.sock")
+    with socket.socket(socket.AF_UNIX) as unix, socket.socket() as tcp:
+        unix.bind(path)
+        unix.listen(1)
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(1)
+        for server, where in ((unix, path), (tcp, f"127.0.0.1:{tcp.getsockname()[1]}")):
+            thread = threading.Thread(target=serve_once, args=(server, payload))
+            thread.start()
+            assert pdb_attach.read_uwsgi_stats(where) == STATS
+            thread.join()
+    (tmp_path / "dump.json").write_text(json.dumps(STATS))
+    assert pdb_attach.read_uwsgi_stats(str(tmp_path / "dump.json")) == STATS
+
+
+def test_read_uwsgi_stats_errors(tmp_path):
+    with pytest.raises(DiscoveryError, match="not HOST:PORT"):
+        pdb_attach.read_uwsgi_stats(str(tmp_path / "missing.sock"))
+    (tmp_path / "bad").write_text("{nope")
+    with pytest.raises(DiscoveryError, match="not JSON"):
+        pdb_attach.read_uwsgi_stats(str(tmp_path / "bad"))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(DiscoveryError, match="cannot read the uWSGI stats"):
+        pdb_attach.read_uwsgi_stats(f"127.0.0.1:{port}")
+
+
+def write_record(tmp_path, master, workers):
+    path = tmp_path / "workers.json"
+    path.write_text(json.dumps({"server": "gunicorn", "master_pid": master, "workers": workers}))
+    return str(path)
+
+
+def test_pid_from_gunicorn_record(tmp_path, child):
+    path = write_record(tmp_path, os.getpid(), [{"index": 1, "pid": child.pid}])
+    assert pdb_attach.pid_from_gunicorn_record(path, 1) == child.pid
+    with pytest.raises(DiscoveryError, match=r"no worker 2 \(workers: \[1\]\)"):
+        pdb_attach.pid_from_gunicorn_record(path, 2)
+
+
+def test_a_stale_gunicorn_record_is_refused(tmp_path, child):
+    path = write_record(tmp_path, dead_pid(), [{"index": 1, "pid": child.pid}])
+    with pytest.raises(DiscoveryError, match="stale record"):
+        pdb_attach.pid_from_gunicorn_record(path, 1)
+    # A pid that is not the master's child (reused, or a respawn since): never signalled.
+    path = write_record(tmp_path, os.getpid(), [{"index": 1, "pid": os.getppid()}])
+    with pytest.raises(DiscoveryError, match="not a child of master"):
+        pdb_attach.pid_from_gunicorn_record(path, 1)
+    with pytest.raises(DiscoveryError, match="cannot read"):
+        pdb_attach.pid_from_gunicorn_record(str(tmp_path / "missing.json"), 1)
+
+
+def test_parent_pid(child):
+    assert pdb_attach.parent_pid(child.pid) == os.getpid()
+    assert pdb_attach.parent_pid(dead_pid()) is None
+
+
+# -- main: exit codes ----------------------------------------------------------------------------
+
+
+def test_no_discovery_source_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.delenv("WSGIPROBE_WORKERS_FILE", raising=False)
+    assert pdb_attach.main(["--worker", "1"]) == 2
+    assert "give --uwsgi-stats PATH, --gunicorn-record PATH or --pid PID" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--worker", "0", "--pid", "1"],
+        ["--uwsgi-stats", "a", "--gunicorn-record", "b"],
+        ["--pid", "1", "--base-port", "65535"],
+        ["--pid", "1", "--wait", "0"],
+    ],
+)
+def test_bad_arguments_exit_2(argv):
+    with pytest.raises(SystemExit) as stop:
+        pdb_attach.main(argv)
+    assert stop.value.code == 2
+
+
+def test_a_gone_pid_is_a_usage_error(capsys):
+    assert pdb_attach.main(["--pid", str(dead_pid())]) == 2
+    assert "no process" in capsys.readouterr().err
+
+
+def test_the_record_defaults_to_the_workers_file_env(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WSGIPROBE_WORKERS_FILE", str(tmp_path / "missing.json"))
+    assert pdb_attach.main(["--worker", "1"]) == 2
+    assert "missing.json" in capsys.readouterr().err
+
+
+def test_defaults_come_from_the_app_environment(monkeypatch):
+    monkeypatch.setenv("WSGIPROBE_PDB_BASE_PORT", "5550")
+    monkeypatch.setenv("WSGIPROBE_PDB_HOST", "127.0.0.2")
+    args = pdb_attach.build_parser(pdb_attach._defaults()).parse_args([])
+    assert (args.host, args.base_port, args.worker) == ("127.0.0.2", 5550, 1)
+
+
+class Hits(http.server.BaseHTTPRequestHandler):
+    count = 0
+
+    def do_GET(self):
+        type(self).count += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_port_never_opens_exit_1_after_poking(child, monkeypatch, capsys):
+    monkeypatch.setattr(pdb_attach, "IDLE_AFTER", 0.2)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hits)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1] - 1
+    try:
+        started = time.monotonic()
+        argv = ["--pid", str(child.pid), "--base-port", str(base), "--wait", "1",
+                "--poke", f"http://127.0.0.1:{server.server_address[1]}/wake"]  # fmt: skip
+        assert pdb_attach.main(argv) == 1
+        assert 1 <= time.monotonic() - started < 3
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert f"worker 1 (pid {child.pid}) is idle: the session opens at its next request" in err
+    assert f"127.0.0.1:{base + 1} did not open within 1s" in err
+    assert Hits.count >= 4  # a few at a time
+    count = Hits.count
+    time.sleep(0.3)
+    assert Hits.count <= count + 4  # and stopped (in-flight ones aside)
+    assert child.poll() is None  # SIGUSR1 went to exactly that pid, which ignores it
+
+
+# -- the session ---------------------------------------------------------------------------------
+
+
+def fake_pdb(conn, answers, received):
+    """A pdb-like peer: prompt, read a line, answer it; EOF ends it."""
+    with conn:
+        conn.sendall(b"> here\n(Pdb) ")
+        reader = conn.makefile("rb")
+        for line in reader:
+            received.append(line)
+            if line.strip() == b"c":
+                return
+            conn.sendall(answers.get(line.strip(), b"?") + b"\n(Pdb) ")
+        received.append(b"<EOF>")
+
+
+def test_script_waits_for_each_prompt_and_prints_the_transcript():
+    ours, theirs = socket.socketpair()
+    received = []
+    peer = threading.Thread(target=fake_pdb, args=(theirs, {b"p path": b"'/x'"}, received))
+    peer.start()
+    out = io.BytesIO()
+    commands = pdb_attach.script_commands("# look\np path\n\nc\n")
+    assert commands == ["p path", "c"]
+    assert pdb_attach.run_script(ours, commands, out, timeout=5) == 0
+    peer.join()
+    assert out.getvalue() == b"> here\n(Pdb) p path\n'/x'\n(Pdb) c\n"
+    assert received == [b"p path\n", b"c\n"]
+
+
+def test_script_without_continue_detaches_with_eof():
+    ours, theirs = socket.socketpair()
+    received = []
+    peer = threading.Thread(target=fake_pdb, args=(theirs, {}, received))
+    peer.start()
+    assert pdb_attach.run_script(ours, ["p 1"], io.BytesIO(), timeout=5) == 0
+    peer.join()
+    assert received == [b"p 1\n", b"<EOF>"]
+
+
+def test_script_gives_up_without_a_prompt():
+    ours, theirs = socket.socketpair()
+    with theirs:
+        theirs.sendall(b"no prompt here")
+        assert pdb_attach.run_script(ours, ["c"], io.BytesIO(), timeout=0.2) == 3
+
+
+def test_bridge_copies_both_ways_until_the_session_closes():
+    ours, theirs = socket.socketpair()
+    received = []
+    peer = threading.Thread(target=fake_pdb, args=(theirs, {b"p 1": b"1"}, received))
+    peer.start()
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"p 1\nc\n")
+    os.close(write_end)
+    out = io.BytesIO()
+    try:
+        assert pdb_attach.bridge(ours, read_end, out) == 0
+    finally:
+        os.close(read_end)
+    peer.join()
+    assert received == [b"p 1\n", b"c\n"]
+    assert out.getvalue() == b"> here\n(Pdb) 1\n(Pdb) "
