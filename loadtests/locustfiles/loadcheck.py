@@ -1,0 +1,237 @@
+"""Pure parts of the load tests: request names, the thresholds file and its verdict.
+
+No locust import here: the unit tests use this module in a plain Python process (importing
+locust monkey-patches the standard library with gevent).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+# Exit codes of a run: locust's own (0 ok, 1 errors, 2 unhandled exception) plus ours.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_THRESHOLDS = 3
+
+# Ids are 22 URL-safe base64 characters, but any segment there is an id: a malformed one is
+# a test of its own and must not open a stats row per request either.
+_ID_SEGMENT = re.compile(r"^(/api/captchas/)[^/]+(?=/|$)")
+
+
+def group_name(url: str, case: str = "") -> str:
+    """The stats name of a request: ids replaced by [id], query dropped, optional [case]."""
+    path = urlsplit(url).path or "/"
+    name = _ID_SEGMENT.sub(r"\1[id]", path)
+    return f"{name} [{case}]" if case else name
+
+
+# --- thresholds ------------------------------------------------------------------------------
+
+_RUN_KEYS = {"max_failure_ratio", "min_requests_per_s", "p95_ms"}
+
+
+class ThresholdsError(ValueError):
+    """The thresholds file is missing, not TOML, or has an unknown key or a bad value."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    source: str
+    scenario: str
+    max_failure_ratio: float | None = None
+    min_requests_per_s: float | None = None
+    p95_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _number(where: str, value: Any, *, low: float, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ThresholdsError(f"{where}: expected a number, got {value!r}")
+    if not low <= value <= high:
+        raise ThresholdsError(f"{where}: {value} is outside [{low}, {high}]")
+    return float(value)
+
+
+def _check_table(where: str, table: Any) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ThresholdsError(f"{where}: expected a table")
+    unknown = set(table) - _RUN_KEYS
+    if unknown:
+        raise ThresholdsError(
+            f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(_RUN_KEYS)}"
+        )
+    out: dict[str, Any] = {}
+    if "max_failure_ratio" in table:
+        out["max_failure_ratio"] = _number(
+            f"{where}.max_failure_ratio", table["max_failure_ratio"], low=0.0, high=1.0
+        )
+    if "min_requests_per_s" in table:
+        out["min_requests_per_s"] = _number(
+            f"{where}.min_requests_per_s", table["min_requests_per_s"], low=0.0
+        )
+    if "p95_ms" in table:
+        p95 = table["p95_ms"]
+        if not isinstance(p95, dict):
+            raise ThresholdsError(f"{where}.p95_ms: expected a table of name = milliseconds")
+        out["p95_ms"] = {
+            name: _number(f"{where}.p95_ms.{name!r}", limit, low=0.0, high=math.inf)
+            for name, limit in p95.items()
+        }
+    return out
+
+
+def parse_thresholds(text: str, scenario: str, source: str = "<string>") -> Thresholds:
+    """[default] applies to every scenario; [scenario.NAME] overrides it key by key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ThresholdsError(f"{source}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"default", "scenario"}
+    if unknown:
+        raise ThresholdsError(f"{source}: unknown top-level key(s) {sorted(unknown)}")
+    merged = _check_table(f"{source}: [default]", data.get("default", {}))
+    scenarios = data.get("scenario", {})
+    if not isinstance(scenarios, dict):
+        raise ThresholdsError(f"{source}: [scenario] must hold [scenario.NAME] tables")
+    # Every scenario table is checked, not only the one in use: a typo fails every run.
+    checked = {
+        name: _check_table(f"{source}: [scenario.{name}]", table)
+        for name, table in scenarios.items()
+    }
+    own = checked.get(scenario, {})
+    p95 = {**merged.get("p95_ms", {}), **own.get("p95_ms", {})}
+    merged.update(own)
+    merged["p95_ms"] = p95
+    return Thresholds(source=source, scenario=scenario, **merged)
+
+
+def load_thresholds(path: str | Path, scenario: str) -> Thresholds:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ThresholdsError(f"thresholds file {path}: {exc.strerror}") from None
+    return parse_thresholds(text, scenario, source=str(path))
+
+
+# --- what a run measured, and the verdict ----------------------------------------------------
+
+
+@dataclass
+class NameSample:
+    """One request name's counts, response times bucketed as locust keeps them (ms -> count)."""
+
+    requests: int = 0
+    failures: int = 0
+    response_times: dict[int, int] = field(default_factory=dict)
+
+    def add(self, requests: int, failures: int, response_times: dict[int, int]) -> None:
+        self.requests += requests
+        self.failures += failures
+        for ms, count in response_times.items():
+            self.response_times[ms] = self.response_times.get(ms, 0) + count
+
+    def percentile(self, percent: float) -> int:
+        """Locust's own algorithm (stats.calculate_response_time_percentile), same results."""
+        timed = sum(self.response_times.values())
+        wanted = int(timed * percent)
+        seen = 0
+        for ms in sorted(self.response_times, reverse=True):
+            seen += self.response_times[ms]
+            if timed - seen <= wanted:
+                return ms
+        return 0
+
+
+@dataclass
+class RunSample:
+    requests: int
+    failures: int
+    requests_per_s: float
+    names: dict[str, NameSample] = field(default_factory=dict)
+
+    @property
+    def failure_ratio(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class Check:
+    label: str
+    limit: str
+    measured: str
+    status: str  # PASS, FAIL or SKIP (a named request that was never made)
+
+
+def evaluate(thresholds: Thresholds, run: RunSample) -> list[Check]:
+    checks: list[Check] = []
+    if thresholds.max_failure_ratio is not None:
+        # No request at all is a failed run, not a perfect one.
+        ok = run.requests > 0 and run.failure_ratio <= thresholds.max_failure_ratio
+        checks.append(
+            Check(
+                "failure ratio",
+                f"<= {thresholds.max_failure_ratio:.2%}",
+                f"{run.failure_ratio:.2%} ({run.failures}/{run.requests})",
+                "PASS" if ok else "FAIL",
+            )
+        )
+    if thresholds.min_requests_per_s is not None:
+        ok = run.requests_per_s >= thresholds.min_requests_per_s
+        checks.append(
+            Check(
+                "requests/s (all names)",
+                f">= {thresholds.min_requests_per_s:g}",
+                f"{run.requests_per_s:.1f}",
+                "PASS" if ok else "FAIL",
+            )
+        )
+    for name, limit in thresholds.p95_ms.items():
+        sample = run.names.get(name)
+        label = f"p95 {name}"
+        if sample is None or not sample.response_times:
+            checks.append(Check(label, f"<= {limit:g} ms", "no requests", "SKIP"))
+            continue
+        p95 = sample.percentile(0.95)
+        checks.append(
+            Check(label, f"<= {limit:g} ms", f"{p95} ms", "PASS" if p95 <= limit else "FAIL")
+        )
+    return checks
+
+
+def exit_code(checks: list[Check], errors: bool) -> int:
+    """Errors in the test code (locust's 1) outrank a breach: the figures are not trustworthy."""
+    if errors:
+        return EXIT_ERROR
+    if any(check.status == "FAIL" for check in checks):
+        return EXIT_THRESHOLDS
+    return EXIT_OK
+
+
+def verdict_table(thresholds: Thresholds, checks: list[Check], code: int) -> str:
+    width = max([len(c.label) for c in checks] + [len("threshold")])
+    limit_w = max([len(c.limit) for c in checks] + [len("limit")])
+    measured_w = max([len(c.measured) for c in checks] + [len("measured")])
+    lines = [
+        f"thresholds: {thresholds.source} (scenario {thresholds.scenario})",
+        f"  {'threshold':<{width}}  {'limit':<{limit_w}}  {'measured':<{measured_w}}  verdict",
+    ]
+    lines += [
+        f"  {c.label:<{width}}  {c.limit:<{limit_w}}  {c.measured:<{measured_w}}  {c.status}"
+        for c in checks
+    ]
+    failed = [c.label for c in checks if c.status == "FAIL"]
+    skipped = sum(c.status == "SKIP" for c in checks)
+    tail = f", {skipped} skipped (no requests)" if skipped else ""
+    if code == EXIT_ERROR:
+        summary = f"ERROR: errors in the run (see the log); exit {code}"
+    elif failed:
+        summary = f"FAIL: {len(failed)} breached ({'; '.join(failed)}){tail}; exit {code}"
+    else:
+        summary = f"PASS: {len(checks) - skipped} met{tail}; exit {code}"
+    lines.append(f"  {summary}")
+    return "\n".join(lines)
