@@ -183,6 +183,13 @@ def _save_many(directory, count, max_profiles, max_mb, failures):
         raise
 
 
+def _size(path):
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # pruned since the listing
+        return 0
+
+
 @pytest.mark.parametrize("bound", ["count", "size"])
 def test_processes_saving_at_once_respect_the_bounds(directory, bound):
     # The parent makes the first middleware, as a preforking master would.
@@ -198,9 +205,17 @@ def test_processes_saving_at_once_respect_the_bounds(directory, bound):
     ]
     for worker in workers:
         worker.start()
+    # What a reader sees meanwhile: never more than the bounds, not even for an instant.
+    most_profiles, most_bytes = 0, 0
+    while any(w.is_alive() for w in workers):
+        names = {p.name for p in directory.iterdir() if not p.name.startswith(".")}
+        most_profiles = max(most_profiles, sum(name.endswith(".pkl") for name in names))
+        most_bytes = max(most_bytes, sum(_size(directory / name) for name in names))
     for worker in workers:
         worker.join(60)
     assert [w.exitcode for w in workers] == [0, 0, 0, 0], failures.get(timeout=1)
+    assert most_profiles <= max_profiles
+    assert most_bytes <= int(max_mb * 1024 * 1024)
     kept = ids(directory)
     files = [p for p in directory.iterdir() if not p.name.startswith(".")]
     assert len(files) == 2 * len(kept)  # every profile complete: .pkl and .json

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -68,6 +69,15 @@ class HttpResponse:
 def secret(name: str) -> str:
     """A secret the deploys generated for the local inventory (read after the first deploy)."""
     return (SECRETS / name).read_text().strip()
+
+
+def assert_unbuffered(arrivals: list[float], ended: float) -> None:
+    """A 3 s event stream reached the client unbuffered: the first event long before the end,
+    the others spread out."""
+    assert len(arrivals) >= 3, arrivals
+    assert arrivals[0] < 1.0, arrivals
+    assert ended >= 2.5, ended
+    assert arrivals[-1] - arrivals[0] >= 1.5, arrivals
 
 
 @dataclass
@@ -164,6 +174,27 @@ class Stack:
                 last = error
             time.sleep(0.5)
         raise AssertionError(f"GET {path} did not answer 200 within {seconds} s; last: {last}")
+
+    def stream_events(
+        self, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[list[float], list[Any], float]:
+        """Read an SSE stream to its end: (arrival time of each event, the events, end time),
+        in seconds from the request."""
+        connection = http.client.HTTPConnection(self.address, 80, timeout=10)
+        started = time.monotonic()
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        assert response.getheader("Content-Type", "").startswith("text/event-stream")
+        arrivals, events = [], []
+        for raw in response:
+            line = raw.decode().strip()
+            if line.startswith("data:"):
+                arrivals.append(time.monotonic() - started)
+                events.append(json.loads(line[5:]))
+        ended = time.monotonic() - started
+        connection.close()
+        return arrivals, events, ended
 
     def program_status(self) -> str:
         return self.ssh("supervisorctl status sample_app", check=False).stdout.strip()

@@ -115,17 +115,22 @@ class ProfileStore:
         if not PROFILE_ID.fullmatch(profile_id):
             raise ValueError(f"bad profile id {profile_id!r}")
         record_bytes = json.dumps(record, sort_keys=True).encode()
+        size = len(pickled) + len(record_bytes)
+        if size > self.max_bytes:
+            return [profile_id]  # would not fit even alone: not kept
         temps: list[Path] = []
         try:
             # The slow part (writing bytes) happens outside the lock.
             pkl_tmp = self._write_temp(profile_id, ".pkl", pickled, temps)
             json_tmp = self._write_temp(profile_id, ".json", record_bytes, temps)
             with self._locked():
+                # Room first, then the rename: a reader never sees more than the bounds.
+                removed = self._prune_locked(incoming=size)
                 os.replace(pkl_tmp, self.directory / f"{profile_id}.pkl")
                 # The record last: a listed profile has its pickle already.
                 os.replace(json_tmp, self.directory / f"{profile_id}.json")
                 temps.clear()
-                return self._prune_locked()
+                return removed
         finally:
             for path in temps:
                 with contextlib.suppress(FileNotFoundError):
@@ -144,12 +149,13 @@ class ProfileStore:
         with self._locked():
             return self._prune_locked()
 
-    def _prune_locked(self) -> list[str]:
-        """Drop the oldest profiles (mtime, then id) until both bounds hold."""
+    def _prune_locked(self, incoming: int | None = None) -> list[str]:
+        """Drop the oldest profiles (mtime, then id) until both bounds hold, counting a profile
+        of ``incoming`` bytes about to be added."""
         groups = self._scan()
         ordered = sorted(groups.items(), key=lambda item: (max(m for _, _, m in item[1]), item[0]))
-        count = len(ordered)
-        total = sum(size for files in groups.values() for _, size, _ in files)
+        count = len(ordered) + (incoming is not None)
+        total = sum(size for files in groups.values() for _, size, _ in files) + (incoming or 0)
         removed: list[str] = []
         for profile_id, files in ordered:
             if count <= self.max_profiles and total <= self.max_bytes:

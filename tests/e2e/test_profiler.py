@@ -1,0 +1,173 @@
+"""/_profiler/ through nginx under each app server: triggered requests only, their context,
+scrubbed headers, bounded disk under load, streams unbuffered, and the page closed to others."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import MAX_PROFILES, WORKERS
+from stack import Stack, assert_unbuffered, secret
+
+PROFILES = "/var/lib/sample_app/profiles"
+# Runs on the VM (no single quotes: it travels in them): argv DIR SECONDS; samples the number
+# of profiles every 20 ms, prints the maximum.
+COUNT_SAMPLER = """
+import glob, sys, time
+deadline, most = time.monotonic() + float(sys.argv[2]), 0
+while time.monotonic() < deadline:
+    most = max(most, len(glob.glob(sys.argv[1] + "/*.pkl")))
+    time.sleep(0.02)
+print(most)
+"""
+# Runs on the VM: argv DIR; the kept profiles' context records as one JSON list (one pruned
+# meanwhile is skipped).
+READ_RECORDS = """
+import glob, json, sys
+records = []
+for name in glob.glob(sys.argv[1] + "/*.json"):
+    try:
+        with open(name) as file:
+            records.append(json.load(file))
+    except (OSError, ValueError):
+        pass
+print(json.dumps(records))
+"""
+
+
+def trigger() -> dict[str, str]:
+    return {"X-Wsgiprobe-Profile": secret("profiling_token")}
+
+
+def basic_auth(password: str) -> dict[str, str]:
+    token = base64.b64encode(f"admin:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def records(stack: Stack) -> list[dict]:
+    """Every kept profile's context record, read on the VM."""
+    return json.loads(stack.ssh(f"python3 -c '{READ_RECORDS}' {PROFILES}").stdout)
+
+
+def profile_count(stack: Stack) -> int:
+    return len(stack.ssh(f"find {PROFILES} -name '*.pkl'").stdout.split())
+
+
+def saved_anywhere(stack: Stack, value: str) -> bool:
+    """Whether any file of the profile directory holds that string."""
+    found = stack.ssh(f"grep -rqF {value} {PROFILES}", check=False)
+    assert found.returncode in (0, 1), found.stderr
+    return found.returncode == 0
+
+
+def showall(stack: Stack) -> str:
+    page = stack.loopback("GET", "/_profiler/showall", basic_auth(secret("profiling_password")))
+    assert page.status == 200, page.text[:500]
+    return page.text
+
+
+def test_a_triggered_request_is_listed_with_its_worker_and_path(deployed: Stack):
+    marker = uuid.uuid4().hex
+    assert deployed.request("GET", f"/healthz?probe={marker}", headers=trigger()).status == 200
+    (record,) = [r for r in records(deployed) if r["query"] == f"probe={marker}"]
+    assert record["path"] == "/healthz"
+    assert record["method"] == "GET"
+    assert record["status"] == 200
+    assert record["server"] == deployed.server
+    assert 1 <= record["worker"] <= WORKERS
+    assert record["pid"] in deployed.server_pids(deployed.server)
+    assert record["duration_ms"] > 0
+    page = showall(deployed)
+    assert "/healthz" in page
+    assert f"_w{record['worker']}_p{record['pid']}_" in page
+
+
+def test_an_untriggered_request_is_not_profiled(deployed: Stack):
+    before = profile_count(deployed)
+    for headers in ({}, {"X-Wsgiprobe-Profile": "not-the-token"}):
+        marker = uuid.uuid4().hex
+        assert deployed.request("GET", f"/healthz?probe={marker}", headers=headers).status == 200
+        assert not [r for r in records(deployed) if r["query"] == f"probe={marker}"]
+    assert profile_count(deployed) == before
+
+
+def test_cookie_authorization_and_configured_headers_are_never_saved(deployed: Stack):
+    secrets = {name: uuid.uuid4().hex for name in ("cookie", "auth", "oracle")}
+    kept = uuid.uuid4().hex
+    headers = {
+        **trigger(),
+        "Cookie": f"session={secrets['cookie']}",
+        "Authorization": f"Bearer {secrets['auth']}",
+        "X-Captcha-Oracle": secrets["oracle"],
+        "X-Probe-Kept": kept,
+    }
+    assert deployed.request("GET", f"/healthz?probe={kept}", headers=headers).status == 200
+    assert saved_anywhere(deployed, kept)  # the search sees the saved headers: this one is there
+    for value in (*secrets.values(), secret("profiling_token")):
+        assert not saved_anywhere(deployed, value)
+
+
+def test_the_profile_count_stays_within_its_bound_under_load(deployed: Stack):
+    seconds = 8.0
+    sampler: dict[str, str] = {}
+
+    def sample() -> None:
+        sampler["max"] = deployed.ssh(f"python3 -c '{COUNT_SAMPLER}' {PROFILES} {seconds}").stdout
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(
+            pool.map(lambda i: deployed.request("GET", f"/healthz?n={i}", headers=trigger()).status,
+                     range(300))
+        )  # fmt: skip
+    thread.join()
+    assert statuses.count(200) == len(statuses)
+    assert len(statuses) > MAX_PROFILES
+    assert int(sampler["max"]) <= MAX_PROFILES
+    assert profile_count(deployed) == MAX_PROFILES
+    # The newest survive: the last requests' profiles are among those kept.
+    kept = {r["query"] for r in records(deployed)}
+    assert len(kept & {f"n={i}" for i in range(250, 300)}) >= MAX_PROFILES // 2
+
+
+def test_a_triggered_stream_is_not_buffered(deployed: Stack):
+    arrivals, _, ended = deployed.stream_events("/events?max_seconds=3", trigger())
+    assert_unbuffered(arrivals, ended)
+
+
+def test_the_page_is_refused_outside_the_allow_list(deployed: Stack):
+    auth = basic_auth(secret("profiling_password"))
+    # This host is not the VM's loopback nor in profiling_allow: 403, password or not.
+    assert deployed.request("GET", "/_profiler/showall", headers=auth).status == 403
+    assert deployed.get("/_profiler/").status == 403
+    assert deployed.get("/%5Fprofiler/showall").status == 403  # nginx matches the decoded path
+    # From the VM's loopback: the password is still needed.
+    assert deployed.loopback("GET", "/_profiler/showall").status == 401
+    assert deployed.loopback("GET", "/_profiler/showall", basic_auth("wrong")).status == 401
+
+
+def test_profiles_cannot_be_deleted_with_a_plain_get_or_from_another_site(deployed: Stack):
+    assert deployed.request("GET", "/healthz", headers=trigger()).status == 200
+    before = profile_count(deployed)
+    assert before > 0
+    auth = basic_auth(secret("profiling_password"))
+    assert deployed.loopback("GET", "/_profiler/delete", auth).status == 405
+    cross_site = {**auth, "Origin": "http://attacker.invalid"}
+    assert deployed.loopback("POST", "/_profiler/delete", cross_site).status == 403
+    assert profile_count(deployed) == before
+    same_site = {**auth, "Origin": "http://127.0.0.1"}
+    response = deployed.loopback("POST", "/_profiler/delete", same_site)
+    assert response.status in (200, 303), response.text[:300]
+    assert profile_count(deployed) == 0
+
+
+@pytest.fixture(autouse=True)
+def _deployed_with_the_profiler(deployed: Stack):
+    # configs/local turns it on; a failing first check here says so rather than a 404 later.
+    assert deployed.ssh(f"test -d {PROFILES}", check=False).returncode == 0
