@@ -11,13 +11,20 @@ Usage: make bench-profiler  (the VM must be deployed: make demo)
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
-import time
-import urllib.request
 
-from benchlib import APP_CPU, VENV, create_captcha, on_vm, run_wrk, vm_address, write_report
+from benchlib import (
+    APP_CPU,
+    create_captcha,
+    on_vm,
+    run_wrk,
+    start_uwsgi,
+    stop_uwsgi,
+    vm_address,
+    wait_ready,
+    write_report,
+)
 
 TOKEN = "bench-token-not-a-secret"
 VARIANTS = {
@@ -53,27 +60,9 @@ def start(name: str, address: str) -> None:
         if name == "raw Dozer"
         else "--module wsgiprobe.entrypoint:application"
     )
-    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in settings.items())
-    on_vm(
-        f"/srv/sample_app/bin/run-with-env env {exports} taskset -c {APP_CPU}"
-        f" {VENV}/bin/uwsgi --master --processes 1 --http11-socket {address}:{port}"
-        f" {app} --chdir /srv/sample_app --uid sample_app --gid sample_app"
-        f" --disable-logging --need-app --pidfile {WORK}/{port}.pid"
-        f" --daemonize {WORK}/{port}.log"
+    start_uwsgi(
+        WORK, port, settings, f"--processes 1 --http11-socket {address}:{port} {app}", APP_CPU
     )
-
-
-def wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                sys.exit(f"bench: {url} did not answer within 30 s")
-            time.sleep(0.3)
 
 
 def main() -> int:
@@ -118,7 +107,7 @@ def main() -> int:
         non_2xx += bad
         kept = on_vm(f"du -sb {WORK}/on{port} | cut -f1; ls {WORK}/on{port} | wc -l")
     finally:
-        on_vm(f"for f in {WORK}/*.pid; do {VENV}/bin/uwsgi --stop $f || true; done")
+        stop_uwsgi(WORK)
 
     medians = {key: statistics.median(values) for key, values in rates.items()}
     report: dict[str, object] = {"rounds": args.rounds, "seconds": args.seconds, "rates": {}}

@@ -11,8 +11,10 @@ import datetime
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -44,6 +46,45 @@ def vm_address() -> str:
 
 def running_server() -> str:
     return "uwsgi" if on_vm("pgrep -f 'venv/bin/[u]wsgi ' || true") else "gunicorn"
+
+
+def start_uwsgi(
+    work: str, port: int, settings: dict[str, str], args: str, cpu: int | None = None
+) -> None:
+    """A uWSGI instance of its own in the VM, from the deployed venv and env file (settings
+    override it), pinned to cpu if given, daemonized with its pidfile in work; stop_uwsgi(work)
+    stops them all."""
+    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in settings.items())
+    pinned = f"taskset -c {cpu} " if cpu is not None else ""
+    on_vm(
+        f"/srv/sample_app/bin/run-with-env env {exports} {pinned}"
+        f"{VENV}/bin/uwsgi --master {args} --chdir /srv/sample_app --uid sample_app"
+        f" --gid sample_app --disable-logging --need-app --pidfile {work}/{port}.pid"
+        f" --daemonize {work}/{port}.log"
+    )
+
+
+def stop_uwsgi(work: str) -> None:
+    """Stops every instance start_uwsgi(work, ...) started, and waits until they are gone (the
+    next one may take the same port)."""
+    on_vm(
+        f"for f in {work}/*.pid; do [ -e $f ] || continue; pid=$(cat $f);"
+        f" {VENV}/bin/uwsgi --stop $f; for i in $(seq 100); do"
+        " kill -0 $pid 2>/dev/null || break; sleep 0.1; done; rm -f $f; done"
+    )
+
+
+def wait_ready(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit(f"bench: {url} did not answer within {seconds} s")
+            time.sleep(0.3)
 
 
 def pin(pattern: str, cpus: str) -> None:
