@@ -29,6 +29,9 @@ FIELDS = {
     "profiling": "profiling_enabled | default(false)",
     "pdb": "pdb_enabled | default(false)",
     "pdb_base_port": "pdb_base_port | default(4440)",
+    # The pdb role's default, app_root/bin/pdb-attach, unless the inventory moves it.
+    "pdb_attach_command": "pdb_attach_command | default((app_root | default('/srv/'"
+    " ~ (app_name | default('sample_app')))) ~ '/bin/pdb-attach')",
 }
 
 
@@ -45,6 +48,7 @@ class AppHost:
     profiling: str
     pdb: str
     pdb_base_port: str
+    pdb_attach_command: str
 
     def enabled(self, feature: str) -> bool:
         return getattr(self, feature).lower() == "true"

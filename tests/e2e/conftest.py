@@ -20,14 +20,20 @@ EXTRA_INIT_SECONDS = 0.3
 MAX_PROFILES = 15
 # Short rate-limit windows, so that the test that exhausts one waits seconds, not a minute.
 RATE_WINDOW = 10
+# A signalled worker waits this long for a pdb client: the no-client test waits it out.
+PDB_TIMEOUT = 5
+SLOW_MAX_SECONDS = 60
 DEPLOY_VARS = {
     "app_workers": WORKERS,
     "app_environment": {
         "FLASK_RATE_LIMIT_CREATE": f"20/{RATE_WINDOW}",
         "FLASK_RATE_LIMIT_VERIFY": f"20/{RATE_WINDOW}",
         "FLASK_LAZYINIT_EXTRA_SECONDS": str(EXTRA_INIT_SECONDS),
+        # GET /debug/slow: a request to interrupt mid-way (test_pdb.py).
+        "FLASK_SLOW_ENDPOINT_MAX_SECONDS": str(SLOW_MAX_SECONDS),
     },
     "profiling_max_profiles": MAX_PROFILES,
+    "pdb_timeout": PDB_TIMEOUT,
 }
 
 

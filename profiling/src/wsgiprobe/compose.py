@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 from wsgiprobe.appspec import WSGIApp, app_from_environment
 from wsgiprobe.lazyinit_wsgi import LazyInitMiddleware
+from wsgiprobe.pdbhook import PdbHookMiddleware
+from wsgiprobe.pdbhook import settings_from_environment as pdb_settings_from_environment
 from wsgiprobe.profiler import ProfilingMiddleware, settings_from_environment
 
 
@@ -15,13 +17,20 @@ def build_application(environ: Mapping[str, str] = os.environ) -> WSGIApp:
     profiler = settings_from_environment(environ)
     if profiler is not None:
         app = ProfilingMiddleware(app, profiler)
-    # Outermost: the warm-up's requests are never profiled, and every other request pays one
-    # string comparison for it.
-    return LazyInitMiddleware(
+    # The warm-up's requests are never profiled, and every other request pays one string
+    # comparison for it.
+    app = LazyInitMiddleware(
         app,
         state_dir=environ.get("WSGIPROBE_LAZYINIT_DIR") or None,
         max_concurrent=_positive_int(environ, "WSGIPROBE_LAZYINIT_CONCURRENCY", 1),
     )
+    pdb = pdb_settings_from_environment(environ)
+    if pdb is not None:
+        # Outermost, so that a worker's first request of any kind (the warm-up's /lazyinit
+        # included) installs the SIGUSR1 handler; uWSGI replaces one set any earlier. Under
+        # gunicorn the post_worker_init hook installed it already and this is a no-op.
+        app = PdbHookMiddleware(app, pdb)
+    return app
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -24,9 +24,16 @@ The deploy's gunicorn.conf.py imports them::
   record, so a stopped server is not mistaken for a running one.
 - Not covered: during a USR2 binary upgrade both masters write the record; the last one wins.
 
-Other hooks: this module leaves ``post_worker_init`` (and every hook not in ``__all__``) alone,
-so another module can define it. A module that needs one of the hooks below too must call
-ours, e.g. ``post_fork = chain(gunicorn_hooks.post_fork, my_post_fork)``.
+Remote pdb (``wsgiprobe.pdbhook``), a no-op unless ``WSGIPROBE_PDB`` is on: ``on_starting``
+also marks the master's SIGUSR1 (log rotation, forwarded to every worker) so that it opens no
+session; ``post_worker_init`` installs the worker's SIGUSR1 -> pdb handler, chained to gunicorn's
+log reopen. ``post_worker_init`` is not in ``__all__``: a config opts in with
+``post_worker_init = gunicorn_hooks.post_worker_init`` (the deploy does when pdb_enabled), and
+an app with a ``post_worker_init`` of its own keeps it and chains ours.
+
+Other hooks: every hook not in ``__all__`` is left alone, so another module can define it. A
+module that needs one of the hooks below too must call ours, e.g.
+``post_fork = chain(gunicorn_hooks.post_fork, my_post_fork)``.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from wsgiprobe import workers
+from wsgiprobe import pdbhook, workers
 
 __all__ = [
     "child_exit",
@@ -112,6 +119,13 @@ def chain(*hooks: Callable[..., object]) -> Callable[..., None]:
 def on_starting(server: Any) -> None:
     _table.clear()
     _write_record(server, os.getpid())
+    # Before any worker exists, so every worker inherits the marker's path through fork.
+    pdbhook.gunicorn_wrap_master_usr1(server)
+
+
+def post_worker_init(worker: Any) -> None:
+    # After gunicorn's own signal setup in the worker (init_signals), so ours is not replaced.
+    pdbhook.gunicorn_post_worker_init(worker)
 
 
 def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:

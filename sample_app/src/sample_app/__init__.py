@@ -16,7 +16,7 @@ from flask import Flask, Request, Response
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, captchas, events, openapi, pages
+from . import api, captchas, events, openapi, pages, slow
 from .config import DEFAULTS, load_settings, raw_strings_from_env
 from .errors import register_error_handlers
 from .state import AppState
@@ -50,6 +50,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     for blueprint in (api.bp, events.bp, openapi.bp, pages.bp):
         app.register_blueprint(blueprint)
+    if settings.slow_endpoint_max_seconds:
+        app.logger.warning("GET /debug/slow is on: never in production (SLOW_ENDPOINT_MAX_SECONDS)")
+        app.register_blueprint(slow.bp)
     app.after_request(_no_store)
     if settings.trusted_proxies:
         # nginx appends the peer address to X-Forwarded-For: trust that many last hops only.

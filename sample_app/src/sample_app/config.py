@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     # CPU seconds added to the lazy init, to stand for a costlier one (a model, a big cache):
     # demos, tests and benchmarks of the warm-up. 0: the init is the fonts and the store only.
     "LAZYINIT_EXTRA_SECONDS": 0,
+    # Longest sleep of GET /debug/slow, a deliberately slow request (remote pdb tests and demos).
+    # 0: the route does not exist. Never in production: it holds a worker as long as asked.
+    "SLOW_ENDPOINT_MAX_SECONDS": 0,
 }
 
 # Secrets and URLs must stay the exact strings given: JSON parsing would turn "12345" into an int
@@ -62,6 +65,7 @@ class Settings:
     trusted_proxies: int
     max_content_length: int
     lazyinit_extra_seconds: float
+    slow_endpoint_max_seconds: float
 
 
 def raw_strings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -91,6 +95,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         trusted_proxies=check("TRUSTED_PROXIES", _int, 0),
         max_content_length=check("MAX_CONTENT_LENGTH", _int, 1),
         lazyinit_extra_seconds=check("LAZYINIT_EXTRA_SECONDS", _seconds_or_zero),
+        slow_endpoint_max_seconds=check("SLOW_ENDPOINT_MAX_SECONDS", _seconds_or_zero),
     )
     check("SESSION_COOKIE_SAMESITE", _samesite)
     check("SESSION_COOKIE_SECURE", _bool)
