@@ -13,18 +13,27 @@ E2E_VM_NAME ?= flasktest
 E2E_VM_SUBNET ?= 10.231.1.0/24
 # Local port of `make profiler`'s tunnel.
 PROFILER_PORT ?= 8081
+# Worker of `make pdb`, 1-based; POKE=1 sends requests to wake an idle one.
+WORKER ?= 1
+POKE ?=
 
 BIN := $(VENV)/bin
 LOCALVM := $(PYTHON) tools/localvm.py
 PLAYBOOK := ANSIBLE_CONFIG=ansible.cfg $(BIN)/ansible-playbook -i configs/$(ENV)
 DEPLOY_VARS := $(if $(APP_SERVER),-e app_server=$(APP_SERVER)) $(ARGS)
+# make loadtest / loadtest-ui (loadtests/README.md): a variable left empty keeps run.py's and
+# locust.conf's default (the local VM, scenario flow, 10 users, 30 s, one process).
+LOADTEST_OPTS := $(if $(HOST),--host $(HOST)) $(if $(SCENARIO),--scenario $(SCENARIO)) \
+	$(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) \
+	$(if $(WORKERS),--workers $(WORKERS)) $(if $(TAGS),--tags $(TAGS))
 
-.PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo warmup profiler bench-profiler bench-captcha lint unit e2e test clean
+.PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha lint unit e2e test clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "  Variables: ENV=local|vagrant|<config> APP_SERVER=uwsgi|gunicorn ARGS='-e var=value' CMD='...' KEEP_VM=1"
+	@echo "  Load tests: HOST=http://... DURATION=30s USERS=10 WORKERS=N SCENARIO=flow|negative|all TAGS=smoke,load"
 
 venv: $(VENV)/.installed ## Create the controller virtualenv (ansible, linters, pytest)
 
@@ -72,9 +81,25 @@ warmup: venv ## Warm every worker through /lazyinit and print their state (also 
 profiler: venv ## Open an SSH tunnel to the VM's /_profiler/ and print how to use it
 	@$(BIN)/python tools/profiler_tunnel.py --env $(ENV) --port $(PROFILER_PORT)
 
+pdb: venv ## Open a pdb session in worker WORKER=N of the VM's app server, over SSH (POKE=1 wakes an idle one)
+	@$(BIN)/python tools/pdb_session.py --env $(ENV) --worker $(WORKER) $(if $(POKE),--poke)
+
+loadtest: venv ## Locust load test, headless, thresholds enforced (HOST= DURATION= USERS= WORKERS=N SCENARIO= TAGS=)
+	$(BIN)/python loadtests/run.py $(LOADTEST_OPTS)
+
+loadtest-ui: venv ## Locust's web UI on http://127.0.0.1:8089 (the variables of loadtest)
+	$(BIN)/python loadtests/run.py --ui $(LOADTEST_OPTS)
+
+bench: venv ## Benchmark: nginx+uWSGI vs nginx+gunicorn vs each server alone, as ratios (JSON too)
+	@command -v wrk >/dev/null || { echo "bench: needs wrk (apt-get install wrk)"; exit 1; }
+	$(BIN)/python loadtests/bench.py
+
 bench-profiler: venv ## Benchmark: the profiler's cost as ratios of the plain app, raw Dozer, disk after load
 	@command -v wrk >/dev/null || { echo "bench-profiler: needs wrk (apt-get install wrk)"; exit 1; }
 	$(BIN)/python loadtests/bench_profiler.py
+
+bench-warmup: venv ## Benchmark: warm-up time vs (N/K+1) x init, and a steady load's p99 during it vs before
+	$(BIN)/python loadtests/bench_warmup.py
 
 bench-captcha: venv ## Benchmark: captcha images/s per core, library alone vs endpoint via nginx
 	@command -v wrk >/dev/null || { echo "bench-captcha: needs wrk (apt-get install wrk)"; exit 1; }

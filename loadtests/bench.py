@@ -14,7 +14,10 @@ First the load generator's ceiling: wrk against an nginx `return 200` block, ngi
 CPU (wrk's own ceiling) and on the front CPU (wrk and nginx sharing it, the front of the
 "nginx+" configurations). A figure near its ceiling, or with the front CPU saturated while the
 app CPU is not, was limited by the generator, not the server: the table says so. CPU shares
-come from this host's /proc/stat, right for the nspawn VM (one kernel, the same CPUs).
+come from this host's /proc/stat, right for the nspawn VM (one kernel, the same CPUs). Per
+core is requests per CPU second of the instance's own processes (/proc/PID/stat in the VM),
+so that other load on a shared machine does not lower it; the table names the figures during
+which other processes took the app CPU.
 Endpoints: /healthz (light) and a captcha's image.png (a fresh captcha each round). Rounds
 alternate the configurations (medians), so that noise hits every one alike. A figure with a
 non-2xx answer, or connect/timeout errors, is void.
@@ -24,6 +27,7 @@ Usage: make bench  (the VM must be deployed: make demo)
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import statistics
@@ -44,9 +48,12 @@ from benchlib import (
     VENV,
     create_captcha,
     on_vm,
+    parse_wrk,
     pin,
+    start_uwsgi,
     vm_address,
     write_report,
+    wrk_command,
 )
 
 APP_ROOT = "/srv/sample_app"
@@ -56,6 +63,9 @@ NGINX_PATTERN = "[n]ginx: "  # master and workers; the bracket keeps the shell i
 SATURATED = 0.90  # a CPU busy this share of the measurement was the limit
 NEAR_CEILING = 0.80  # a rate this close to its ceiling was the generator's
 MIN_BUSY_FOR_PER_CORE = 0.50
+MIN_SERVER_CPU = 0.20  # less of a core than this measured: too few ticks for a per-core figure
+OTHERS_NOTED = 0.15  # share of the app CPU other processes took that the table reports
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat's unit (one kernel with the VM)
 BASELINE = "nginx+uWSGI"  # the default deploy
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -93,35 +103,55 @@ def configurations(port_base: int) -> tuple[list[Config], list[Config]]:
 # --- what runs in the VM ---------------------------------------------------------------------
 
 
-def start_command(config: Config, address: str) -> str:
-    """One worker, pinned, daemonized, from the deployed venv with the deployed env file."""
-    work = f"{WORK}/{config.slug}"
-    env = {"WSGIPROBE_PROFILER": "0", "WSGIPROBE_LAZYINIT_DIR": f"{work}/lazyinit"}
-    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
-    prefix = f"{APP_ROOT}/bin/run-with-env env {exports} taskset -c {APP_CPU}"
+def pidfile(config: Config) -> str:
+    """An instance's pidfile (benchlib.start_uwsgi's naming; gunicorn's alike)."""
+    return f"{WORK}/{config.port}.pid"
+
+
+def instance_settings(config: Config) -> dict[str, str]:
+    """What the instance changes in the deployed env file: no profiler, its own lazyinit."""
+    return {"WSGIPROBE_PROFILER": "0", "WSGIPROBE_LAZYINIT_DIR": f"{WORK}/{config.slug}/lazyinit"}
+
+
+def uwsgi_args(config: Config, address: str) -> str:
+    """The deployed uwsgi.ini's options, but one process and this instance's socket."""
+    bind = (
+        f"--socket {WORK}/{config.slug}/app.sock --chmod-socket=666"
+        if config.behind_nginx
+        else f"--http11-socket {address}:{config.port}"
+    )
+    return (
+        f"--strict --processes 1 --virtualenv {VENV} --module wsgiprobe.entrypoint:application"
+        f" --enable-threads --py-call-osafterfork --single-interpreter --buffer-size 32768"
+        f" {bind} --vacuum"
+    )
+
+
+def gunicorn_command(config: Config, address: str) -> str:
+    """One sync worker, pinned, daemonized, from the deployed venv with the deployed env file."""
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in instance_settings(config).items())
+    bind = (
+        f"unix:{WORK}/{config.slug}/app.sock" if config.behind_nginx else f"{address}:{config.port}"
+    )
+    return (
+        f"{APP_ROOT}/bin/run-with-env env {exports} taskset -c {APP_CPU}"
+        f" {VENV}/bin/gunicorn --workers 1 --worker-class sync --bind {bind}"
+        f" --chdir {APP_ROOT} --user sample_app --group sample_app --no-control-socket"
+        f" --pid {pidfile(config)} --error-logfile {WORK}/{config.port}.log --daemon"
+        f" wsgiprobe.entrypoint:application"
+    )
+
+
+def start(config: Config, address: str) -> None:
+    """One worker pinned to APP_CPU, daemonized, from the deployed venv and env file."""
     if config.server == "uwsgi":
-        # The deployed uwsgi.ini's options, but one process and this instance's socket.
-        bind = (
-            f"--socket {work}/app.sock --chmod-socket=666"
-            if config.behind_nginx
-            else f"--http11-socket {address}:{config.port}"
+        start_uwsgi(
+            WORK, config.port, instance_settings(config), uwsgi_args(config, address), APP_CPU
         )
-        return (
-            f"{prefix} {VENV}/bin/uwsgi --strict --master --processes 1 --need-app"
-            f" --virtualenv {VENV} --chdir {APP_ROOT} --module wsgiprobe.entrypoint:application"
-            f" --enable-threads --py-call-osafterfork --single-interpreter --buffer-size 32768"
-            f" {bind} --vacuum --uid sample_app --gid sample_app --disable-logging"
-            f" --pidfile {work}/server.pid --daemonize {work}/server.log"
-        )
-    if config.server == "gunicorn":
-        bind = f"unix:{work}/app.sock" if config.behind_nginx else f"{address}:{config.port}"
-        return (
-            f"{prefix} {VENV}/bin/gunicorn --workers 1 --worker-class sync --bind {bind}"
-            f" --chdir {APP_ROOT} --user sample_app --group sample_app --no-control-socket"
-            f" --pid {work}/server.pid --error-logfile {work}/server.log --daemon"
-            f" wsgiprobe.entrypoint:application"
-        )
-    raise ValueError(f"{config.name} has no app server")
+    elif config.server == "gunicorn":
+        on_vm(gunicorn_command(config, address))
+    else:
+        raise ValueError(f"{config.name} has no app server")
 
 
 def nginx_conf(address: str, configs: list[Config], ceiling_port: int) -> str:
@@ -158,7 +188,7 @@ CLEANUP = f"""
 set +e
 rm -f {NGINX_CONF}
 nginx -t -q 2>/dev/null && systemctl reload nginx
-for pidfile in {WORK}/*/server.pid; do
+for pidfile in {WORK}/*.pid; do
     pid=$(cat "$pidfile" 2>/dev/null) || continue
     kill -INT "$pid" 2>/dev/null  # uWSGI and gunicorn both stop at once on SIGINT
     for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
@@ -216,32 +246,6 @@ def prepare_vm(address: str, configs: list[Config], ceiling_port: int) -> None:
 # --- measuring -------------------------------------------------------------------------------
 
 
-@dataclass
-class WrkResult:
-    rate: float
-    requests: int
-    non_2xx: int
-    socket_errors: dict[str, int]
-
-
-def parse_wrk(output: str) -> WrkResult:
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if rate is None:
-        raise ValueError(f"no Requests/sec in wrk's output:\n{output}")
-    requests = re.search(r"(\d+) requests in", output)
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    errors = re.search(r"Socket errors: (.*)", output)
-    socket_errors = (
-        {kind: int(n) for kind, n in re.findall(r"(\w+) (\d+)", errors.group(1))} if errors else {}
-    )
-    return WrkResult(
-        float(rate.group(1)),
-        int(requests.group(1)) if requests else 0,
-        int(bad.group(1)) if bad else 0,
-        socket_errors,
-    )
-
-
 def cpu_times(stat: str) -> dict[int, tuple[int, int]]:
     """/proc/stat -> {cpu: (busy, total)} in jiffies (iowait counts as idle)."""
     times: dict[int, tuple[int, int]] = {}
@@ -268,6 +272,7 @@ class Sample:
     socket_errors: dict[str, int] = field(default_factory=dict)
     app_busy: float = 0.0
     front_busy: float = 0.0
+    server_cpu: float | None = None  # CPU seconds of the instance's processes per second
 
     @property
     def hard_errors(self) -> int:
@@ -275,11 +280,37 @@ class Sample:
         return self.socket_errors.get("connect", 0) + self.socket_errors.get("timeout", 0)
 
 
-def measure(url: str, seconds: int, connections: int) -> Sample:
-    args = ["taskset", "-c", str(FRONT_CPU), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+def process_ticks(stat_lines: str) -> int:
+    """Sum of utime, stime, cutime and cstime over /proc/PID/stat lines (clock ticks)."""
+    total = 0
+    for line in stat_lines.splitlines():
+        if line.strip():
+            # The command name (field 2) may hold spaces: count the fields after its ')'.
+            fields = line.rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:15])
+    return total
+
+
+def server_ticks(config: Config) -> int:
+    """CPU ticks so far of an instance's master and workers (and of its exited workers)."""
+    return process_ticks(
+        on_vm(
+            f"m=$(cat {pidfile(config)}); cat /proc/$m/stat;"
+            " for c in $(pgrep -P $m); do cat /proc/$c/stat; done"
+        )
+    )
+
+
+def measure(url: str, seconds: int, connections: int, config: Config | None = None) -> Sample:
+    ticks = server_ticks(config) if config is not None and config.server else None
     before = cpu_times(Path("/proc/stat").read_text())
-    proc = subprocess.run([*args, url], capture_output=True, text=True)
+    started = time.monotonic()
+    proc = subprocess.run(wrk_command(url, seconds, connections), capture_output=True, text=True)
+    elapsed = time.monotonic() - started
     after = cpu_times(Path("/proc/stat").read_text())
+    server_cpu = None
+    if ticks is not None:  # read after wrk: an idle server adds nothing meanwhile
+        server_cpu = (server_ticks(config) - ticks) / CLOCK_TICKS / elapsed
     if proc.returncode != 0:
         sys.exit(f"bench: wrk failed on {url}:\n{proc.stderr}{proc.stdout}")
     result = parse_wrk(proc.stdout)
@@ -291,6 +322,7 @@ def measure(url: str, seconds: int, connections: int) -> Sample:
         result.socket_errors,
         busy_share(before, after, APP_CPU),
         busy_share(before, after, FRONT_CPU),
+        server_cpu,
     )
 
 
@@ -332,8 +364,9 @@ class Figure:
     void: str  # why the figure is no measurement, or ''
     app_busy: float
     front_busy: float
-    per_core: float | None  # requests/s per busy second of the app CPU (None: mostly idle)
+    per_core: float | None  # requests per CPU second of the app server (None: too little)
     limit: str = ""
+    server_cpu: float | None = None  # the instance's own share of a core (None: not measured)
 
 
 def figure(samples: list[Sample]) -> Figure:
@@ -348,9 +381,19 @@ def figure(samples: list[Sample]) -> Figure:
     if hard:
         reasons.append(f"{hard} connect/timeout errors")
     void = "; ".join(reasons)
-    # Extrapolating from a CPU idle most of the time would invent a figure.
-    per_core = rate / app if app >= MIN_BUSY_FOR_PER_CORE else None
-    return Figure(rate, [s.rate for s in samples], void, app, front, per_core)
+    own = [s for s in samples if s.server_cpu is not None]
+    server_cpu = statistics.median(s.server_cpu for s in own) if own else None
+    if own:  # the server's own CPU time: right whatever else ran on its CPU
+        timed = [s.rate / s.server_cpu for s in own if s.server_cpu >= MIN_SERVER_CPU]
+        per_core = statistics.median(timed) if timed else None
+    else:  # Extrapolating from a CPU idle most of the time would invent a figure.
+        per_core = rate / app if app >= MIN_BUSY_FOR_PER_CORE else None
+    return Figure(rate, [s.rate for s in samples], void, app, front, per_core, "", server_cpu)
+
+
+def others_on_app_cpu(fig: Figure) -> float:
+    """Share of the app CPU that processes other than the measured server took."""
+    return fig.app_busy - fig.server_cpu if fig.server_cpu is not None else 0.0
 
 
 def limit(fig: Figure, ceiling: Figure | None, one_cpu: bool, behind_nginx: bool) -> str:
@@ -429,6 +472,18 @@ def _pct(value: float) -> str:
     return f"{value:.0%}"
 
 
+def _listing(prefix: str, items: list[str], width: int = 96) -> list[str]:
+    """prefix + the items, comma-separated, wrapped between items (never inside one)."""
+    lines, line = [], prefix
+    for n, item in enumerate(items):
+        piece = item + ("," if n < len(items) - 1 else "")
+        if len(line) + 1 + len(piece) > width and line.strip() != prefix.strip():
+            lines.append(line)
+            line = "   "
+        line += " " + piece
+    return [*lines, line]
+
+
 def render(results: dict[str, dict[str, Figure]], servers: list[Config], heading: str) -> str:
     lines = [heading]
     for name, fig in results.get("ceiling", {}).items():
@@ -440,7 +495,7 @@ def render(results: dict[str, dict[str, Figure]], servers: list[Config], heading
     lines.append("")
     lines.append(
         f"  {'endpoint':<9}{'configuration':<16}{'req/s':>9}{'vs ' + BASELINE:>16}"
-        f"{'per core':>10}{'app CPU':>9}{'front CPU':>11}  limit"
+        f"{'per core':>10}{'server':>8}{'app CPU':>9}{'front CPU':>11}  limit"
     )
     for endpoint, figures in results.items():
         if endpoint == "ceiling":
@@ -454,6 +509,7 @@ def render(results: dict[str, dict[str, Figure]], servers: list[Config], heading
                 f"  {endpoint:<9}{config.name:<16}{fig.rate:>9,.0f}"
                 f"{(f'{r:.2f}' if r is not None else 'void'):>16}"
                 f"{(f'{fig.per_core:,.0f}' if fig.per_core is not None else '-'):>10}"
+                f"{(_pct(fig.server_cpu) if fig.server_cpu is not None else '-'):>8}"
                 f"{_pct(fig.app_busy):>9}{_pct(fig.front_busy):>11}  {fig.limit}"
                 + (f" ({fig.void})" if fig.void else "")
             )
@@ -474,19 +530,26 @@ def render(results: dict[str, dict[str, Figure]], servers: list[Config], heading
     ]
     lines.append("")
     if floors:
-        lines.append(
-            f"  the generator (or nginx beside it) was the bottleneck: {', '.join(floors)}"
-        )
+        lines += _listing("  the generator (or nginx beside it) was the bottleneck:", floors)
         lines.append("  those figures are floors of the server's, and their ratios too")
     else:
         lines.append("  the generator was not the bottleneck of any figure")
+    shared = [
+        f"{endpoint}/{name} {others_on_app_cpu(fig):.0%}"
+        for endpoint in endpoints
+        for name, fig in results[endpoint].items()
+        if others_on_app_cpu(fig) >= OTHERS_NOTED
+    ]
+    if shared:
+        lines.append("  other processes took the app CPU (a noisy machine: per core counts the")
+        lines += _listing("  server's own CPU time only):", shared)
     voids = [
         f"{endpoint}/{name}"
         for endpoint, figures in results.items()
         for name, fig in figures.items()
         if fig.void
     ]
-    lines.append("  void figures: " + (", ".join(voids) if voids else "none"))
+    lines += _listing("  void figures:", voids or ["none"])
     return "\n".join(lines)
 
 
@@ -539,12 +602,12 @@ def main() -> int:
         print(f"bench: {endpoint}, round {round_}/{args.rounds}: {config.name}", flush=True)
         url = f"http://{address}:{config.port}{path}"
         samples.setdefault((endpoint, config.name), []).append(
-            measure(url, args.seconds, args.connections)
+            measure(url, args.seconds, args.connections, config)
         )
 
     try:
         for config in servers:
-            on_vm(start_command(config, address))
+            start(config, address)
         image = create_captcha(base_url)
         checks = [(c, "/healthz", "healthy") for c in servers]
         checks += [(c, image, "png") for c in servers] + [(ceilings[0], "/", "ok")]
@@ -572,8 +635,9 @@ def main() -> int:
             results,
             servers,
             f"app servers, 1 worker each on CPU {APP_CPU}; wrk -c{args.connections} on CPU"
-            f" {FRONT_CPU}; median of {args.rounds} rounds of {args.seconds} s"
-            " (per core: req/s / app CPU busy share)",
+            f" {FRONT_CPU}; median of {args.rounds} rounds of {args.seconds} s\n"
+            "  per core: requests per CPU second of the app server's own processes;"
+            " server: its share of a core",
         )
     )
     settings = {

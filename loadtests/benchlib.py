@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,20 +108,52 @@ def create_captcha(base_url: str) -> str:
         return json.load(response)["image_url"]
 
 
+@dataclass
+class WrkResult:
+    rate: float
+    requests: int
+    non_2xx: int
+    socket_errors: dict[str, int]  # connect, read, write, timeout: {} when wrk printed none
+
+
+def parse_wrk(output: str) -> WrkResult:
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if rate is None:
+        raise ValueError(f"no Requests/sec in wrk's output:\n{output}")
+    requests = re.search(r"(\d+) requests in", output)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    socket_errors = (
+        {kind: int(n) for kind, n in re.findall(r"(\w+) (\d+)", errors.group(1))} if errors else {}
+    )
+    return WrkResult(
+        float(rate.group(1)),
+        int(requests.group(1)) if requests else 0,
+        int(bad.group(1)) if bad else 0,
+        socket_errors,
+    )
+
+
+def wrk_command(
+    url: str, seconds: int, connections: int, headers: dict[str, str] | None = None
+) -> list[str]:
+    """wrk, one thread, pinned to FRONT_CPU."""
+    args = ["taskset", "-c", str(FRONT_CPU), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    return [*args, url]
+
+
 def run_wrk(
     url: str, seconds: int, connections: int, headers: dict[str, str] | None = None
 ) -> tuple[float, int]:
     """Requests per second and the number of non-2xx answers (a rate of errors is no rate)."""
-    args = ["taskset", "-c", str(FRONT_CPU), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
-    for name, value in (headers or {}).items():
-        args += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors: .*", out)
-    if errors:
-        print(f"  wrk: {errors.group(0)}")
-    return rate, int(bad.group(1)) if bad else 0
+    command = wrk_command(url, seconds, connections, headers)
+    result = parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    if result.socket_errors:
+        errors = ", ".join(f"{kind} {n}" for kind, n in result.socket_errors.items())
+        print(f"  wrk: Socket errors: {errors}")
+    return result.rate, result.non_2xx
 
 
 def write_report(name: str, data: dict) -> Path:

@@ -13,6 +13,7 @@ the X-Captcha-Oracle header only, never logged.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from locust import log as locust_log
 from locust.env import Environment
 from locust.exception import StopTest
 from locust.runners import STATE_STOPPING, MasterRunner, WorkerRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 ORACLE_HEADER = "X-Captcha-Oracle"
 ORACLE_ENV = "CAPTCHA_ORACLE_SECRET"
@@ -182,10 +184,13 @@ def _verdict_at_quit(environment: Environment, **_: Any) -> None:
     if enforcing:
         print(loadcheck.verdict_table(_state.thresholds, checks, code), flush=True)
         environment.process_exit_code = code
+    _write_final_csv(environment)
     report_dir = getattr(environment.parsed_options, "report_dir", "")
     if report_dir:
         summary = {
             "scenario": _state.thresholds.scenario,
+            "host": environment.host,
+            "users": environment.parsed_options.num_users,
             "thresholds": _state.thresholds.source,
             "enforced": enforcing,
             "exit_code": code if enforcing else None,
@@ -202,6 +207,28 @@ def _verdict_at_quit(environment: Environment, **_: Any) -> None:
         path = Path(report_dir) / "summary.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=2))
+
+
+def _write_final_csv(environment: Environment) -> None:
+    """locust rewrites its CSV files once a second, not at the end: the requests of the run's
+    last second (users finishing their iteration at the stop) would be missing from them, and
+    they would disagree with the verdict. Rewritten here from the final figures; the history
+    file (a row per second) stays as locust wrote it."""
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if not prefix:
+        return
+    stats_csv = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    for suffix, write in (
+        ("stats", stats_csv.requests_csv),
+        ("failures", stats_csv.failures_csv),
+        ("exceptions", stats_csv.exceptions_csv),
+    ):
+        path = Path(f"{prefix}_{suffix}.csv")
+        partial = path.with_name(path.name + ".partial")
+        with partial.open("w", newline="") as out:
+            write(csv.writer(out))
+        # A new file: locust's own writer keeps its handle on the old one, whatever it does next.
+        os.replace(partial, path)
 
 
 def oracle_secret(environment: Environment) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -216,13 +217,28 @@ def test_nginx_blocks_mirror_the_deployed_site() -> None:
     assert conf.count("{") == conf.count("}")
 
 
-def test_instances_are_pinned_single_worker_servers_from_the_deployed_venv() -> None:
-    commands = {c.name: bench.start_command(c, "10.231.0.2") for c in SERVERS}
-    for command in commands.values():
+def test_instances_are_pinned_single_worker_servers_from_the_deployed_venv(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[str] = []
+
+    def on_vm(command: str, stdin: str = "") -> str:
+        sent.append(command)
+        return ""
+
+    # uWSGI instances start through benchlib.start_uwsgi, gunicorn ones from bench itself.
+    monkeypatch.setattr(sys.modules["benchlib"], "on_vm", on_vm)
+    monkeypatch.setattr(bench, "on_vm", on_vm)
+    for config in SERVERS:
+        bench.start(config, "10.231.0.2")
+    commands = dict(zip([c.name for c in SERVERS], sent, strict=True))
+    for name, command in commands.items():
         assert command.startswith("/srv/sample_app/bin/run-with-env env WSGIPROBE_PROFILER=0 ")
         assert f" taskset -c {bench.APP_CPU} {bench.VENV}/bin/" in command
         assert "wsgiprobe.entrypoint:application" in command
-        assert f"{bench.WORK}/" in command
+        config = next(c for c in SERVERS if c.name == name)
+        assert f"WSGIPROBE_LAZYINIT_DIR={bench.WORK}/{config.slug}/lazyinit " in command
+        assert f" {bench.pidfile(config)} " in command  # the pidfile the cleanup stops
     assert "--processes 1" in commands["uWSGI alone"]
     assert "--http11-socket 10.231.0.2:9201" in commands["uWSGI alone"]
     assert f"--socket {bench.WORK}/nginx-uwsgi/app.sock" in commands["nginx+uWSGI"]
@@ -230,8 +246,10 @@ def test_instances_are_pinned_single_worker_servers_from_the_deployed_venv() -> 
     assert "--bind 10.231.0.2:9202" in commands["gunicorn alone"]
     assert f"--bind unix:{bench.WORK}/nginx-gunicorn/app.sock" in commands["nginx+gunicorn"]
     assert "--daemon" in commands["gunicorn alone"]
+    assert len({bench.pidfile(c) for c in SERVERS}) == 4
+    assert f"for pidfile in {bench.WORK}/*.pid" in bench.CLEANUP
     with pytest.raises(ValueError):
-        bench.start_command(CEILINGS[0], "10.231.0.2")
+        bench.start(CEILINGS[0], "10.231.0.2")
 
 
 @pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
@@ -250,3 +268,62 @@ def test_cleanup_removes_the_extra_site_and_every_instance() -> None:
     assert "systemctl reload nginx" in bench.CLEANUP
     assert f"rm -rf {bench.WORK}" in bench.CLEANUP
     assert bench.NGINX_CONF.startswith("/etc/nginx/conf.d/") and bench.NGINX_CONF.endswith(".conf")
+
+
+def test_process_ticks_sum_user_and_system_time_of_every_process() -> None:
+    # pid (comm) state ppid ... utime stime cutime cstime ...: a comm with spaces and a ')'.
+    master = "812 (uwsgi (x) y) S 1 812 812 0 -1 4194560 900 0 0 0 7 3 40 2 20 0 1 0 9"
+    worker = "813 (uwsgi) R 812 812 812 0 -1 4194624 5000 0 0 0 300 45 0 0 20 0 2 0 9"
+    assert bench.process_ticks(f"{master}\n{worker}\n\n") == (7 + 3 + 40 + 2) + (300 + 45)
+
+
+def test_per_core_counts_the_servers_own_cpu_time_on_a_shared_cpu() -> None:
+    # The app CPU was full, but the server had half of it: another process took the rest.
+    fig = bench.figure(
+        [Sample(100, app_busy=1.0, server_cpu=0.5), Sample(120, app_busy=1.0, server_cpu=0.5)]
+    )
+    assert fig.server_cpu == pytest.approx(0.5)
+    assert fig.per_core == pytest.approx(220)  # median of 200 and 240 per CPU second
+    assert bench.others_on_app_cpu(fig) == pytest.approx(0.5)
+    assert bench.figure(samples(100, app_busy=1.0, server_cpu=0.05)).per_core is None
+
+
+def test_the_table_names_figures_taken_while_others_used_the_app_cpu() -> None:
+    data = all_samples()
+    data[("captcha", "uWSGI alone")] = samples(150, app_busy=1.0, server_cpu=0.6)
+    results = bench.summarize(data, SERVERS, CEILINGS, one_cpu=False)
+    table = bench.render(results, SERVERS, "h")
+    row = next(
+        line for line in table.splitlines() if line.split()[:3] == ["captcha", "uWSGI", "alone"]
+    )
+    assert row.split()[5:7] == ["250", "60%"]  # per core, the server's share
+    noted = table.split("server's own CPU time only):")[1].splitlines()[0]
+    assert noted == " captcha/uWSGI alone 40%"  # the only figure with others on its CPU
+
+
+def test_long_listings_wrap_between_items() -> None:
+    items = [f"captcha/nginx+gunicorn {n}%" for n in range(10)]
+    lines = bench._listing("  the prefix:", items, width=60)
+    assert len(lines) > 1 and all(len(line) <= 60 for line in lines)
+    assert all(line.startswith("    captcha/") for line in lines[1:])
+    assert " ".join(" ".join(lines).split()) == "the prefix: " + ", ".join(items)
+    assert bench._listing("  void figures:", ["none"]) == ["  void figures: none"]
+
+
+def test_benchlib_run_wrk_keeps_its_interface(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    benchlib = sys.modules["benchlib"]  # the module bench imported (bench_captcha, ... use it)
+    ran: list[list[str]] = []
+
+    def run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        ran.append(command)
+        return subprocess.CompletedProcess(command, 0, WRK_BAD, "")
+
+    monkeypatch.setattr(benchlib.subprocess, "run", run)
+    assert benchlib.run_wrk("http://10.231.0.2/x", 1, 4, {"X-A": "b"}) == (4109.24, 4110)
+    wrk = ["wrk", "-t1", "-c4", "-d1s", "-H", "X-A: b", "http://10.231.0.2/x"]
+    assert ran == [["taskset", "-c", str(bench.FRONT_CPU), *wrk]]
+    assert (
+        "  wrk: Socket errors: connect 2, read 317, write 0, timeout 3" in capsys.readouterr().out
+    )

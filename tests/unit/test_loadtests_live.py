@@ -116,6 +116,10 @@ def test_flow_passes_the_thresholds_and_writes_reports(server, tmp_path: Path) -
     summary = json.loads((report / "summary.json").read_text())
     assert summary["exit_code"] == 0 and summary["failures"] == 0
     assert summary["names"]["/api/captchas/[id]/verify"]["requests"] > 0
+    # The CSV holds the final figures, the run's last second included.
+    aggregated = next(row for row in stats.splitlines() if row.startswith(",Aggregated,"))
+    assert int(aggregated.split(",")[2]) == summary["requests"]
+    assert summary["host"] == server[0] and summary["users"] == 4
     # One stats row per endpoint, not per captcha id.
     assert all("[id]" in name or "/api/captchas/" not in name for name in summary["names"])
     assert not [c for c in summary["checks"] if c["status"] == "FAIL"]
