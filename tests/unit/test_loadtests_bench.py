@@ -3,30 +3,15 @@ the temporary nginx blocks and the instances' command lines. No VM here."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "loadtests"))  # bench imports benchlib
+from loadtests_import import load
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"loadtests_{name}", ROOT / "loadtests" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("bench")
+bench = load("bench")
 Sample = bench.Sample
 
 WRK_OK = """Running 5s test @ http://10.231.0.2:9211/healthz

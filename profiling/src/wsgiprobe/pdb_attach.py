@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from wsgiprobe import pdbhook
+from wsgiprobe.workers import pid_alive
 
 EXIT_OK = 0
 EXIT_NO_PORT = 1
@@ -119,7 +120,7 @@ def pid_from_gunicorn_record(path: str, worker: int) -> int:
     if not isinstance(record, dict) or not isinstance(record.get("workers"), list):
         raise DiscoveryError(f"{path}: not a gunicorn worker record (no workers[] list)")
     master = record.get("master_pid")
-    if not isinstance(master, int) or not _alive(master):
+    if not isinstance(master, int) or not pid_alive(master):
         raise DiscoveryError(f"{path}: its master (pid {master}) is not running: stale record")
     for entry in record["workers"]:
         if isinstance(entry, dict) and entry.get("index") == worker:
@@ -146,16 +147,6 @@ def parent_pid(pid: int) -> int | None:
     # comm (2nd field) may hold spaces and parentheses: the fields after the last ')' are safe.
     fields = text.rpartition(")")[2].split()
     return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- waiting for the port ------------------------------------------------------------------------
@@ -393,7 +384,7 @@ def _defaults() -> pdbhook.PdbSettings:
 
 def find_pid(args: argparse.Namespace) -> int:
     if args.pid is not None:
-        if not _alive(args.pid):
+        if not pid_alive(args.pid):
             raise DiscoveryError(f"no process {args.pid}")
         return int(args.pid)
     if args.uwsgi_stats:
