@@ -4,6 +4,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import random
 import time
 
 import pytest
@@ -152,23 +153,150 @@ def test_stale_temp_files_are_removed_and_foreign_files_kept(directory):
     assert fresh.exists() and foreign.exists()
 
 
-def test_files_vanishing_during_prune_and_listing(directory, monkeypatch):
+@pytest.mark.parametrize("seen_before", [True, False])
+def test_files_vanishing_during_prune_and_listing(directory, monkeypatch, seen_before):
     wrapped = middleware(HelloApp(), directory, max_profiles=1)
     for _ in range(3):
         call(wrapped, headers=TRIGGER)
-    real_scandir = os.scandir
+    # The store that saved them knows the files; another process's sees them for the first time.
+    store = wrapped.store if seen_before else storage.ProfileStore(directory, 1, 10**9)
+    real_listdir = os.listdir
 
-    def scandir_then_vanish(path):
+    def listdir_then_vanish(path):
         # Another process deletes everything right after this one listed the directory.
-        entries = list(real_scandir(path))
-        for entry in entries:
-            if not entry.name.startswith(".wsgiprobe"):
-                os.unlink(entry.path)
-        return iter(entries)
+        names = real_listdir(path)
+        for name in names:
+            if not name.startswith(".wsgiprobe"):
+                os.unlink(os.path.join(path, name))
+        return names
 
-    monkeypatch.setattr(storage.os, "scandir", scandir_then_vanish)
-    assert wrapped.store.prune() == []
-    assert wrapped.store.list_profiles() == ([], [])
+    monkeypatch.setattr(storage.os, "listdir", listdir_then_vanish)
+    assert store.prune() == []
+    assert store.list_profiles() == ([], [])
+    monkeypatch.undo()
+    assert store.list_profiles() == ([], [])  # and the next listing forgets them
+
+
+def _stats_in(directory, monkeypatch):
+    """The names of the files in directory that get stat()ed from now on."""
+    names = []
+    real_stat = os.stat
+
+    def counting_stat(path, *args, **kwargs):
+        if str(path).startswith(f"{directory}/"):
+            names.append(os.path.basename(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(storage.os, "stat", counting_stat)
+    return names
+
+
+def test_a_save_stats_only_the_files_new_to_its_process(directory, monkeypatch):
+    first = middleware(HelloApp(), directory, max_profiles=3)
+    other = middleware(HelloApp(), directory, max_profiles=3)  # as in another worker
+    for _ in range(4):
+        call(first, headers=TRIGGER)
+    stats = _stats_in(directory, monkeypatch)
+    for _ in range(3):
+        call(first, headers=TRIGGER)
+    assert stats == []  # its own files: known since it wrote them
+    before = set(ids(directory))
+    call(other, headers=TRIGGER)
+    assert len(stats) == 6  # the 3 profiles it had not seen yet (.pkl and .json)
+    stats.clear()
+    call(other, headers=TRIGGER)
+    assert stats == []
+    added = set(ids(directory)) - before
+    call(first, headers=TRIGGER)
+    # The other's two profiles, and nothing else.
+    assert sorted(stats) == sorted(f"{i}{suffix}" for i in added for suffix in (".json", ".pkl"))
+    assert len(ids(directory)) == 3
+
+
+def _disk(directory):
+    """(profiles, bytes) as a reader counts them: every profile file, whoever wrote it."""
+    files = [p for p in directory.iterdir() if storage._profile_id_of(p.name)]
+    return len({p.stem for p in files}), sum(p.stat().st_size for p in files)
+
+
+def test_files_written_by_others_count_at_the_next_save(directory):
+    store = storage.ProfileStore(directory, max_profiles=3, max_bytes=10_000)
+    store.prepare()
+    for n in range(3):
+        assert store.save(str(n), b"p" * 1000, {}) == []  # 1002 bytes each, with the "{}"
+    # Written without the store (plain Dozer, a copy): no room was made, the next save counts it.
+    (directory / "9.pkl").write_bytes(b"d" * 6000)
+    assert store.save("3", b"p" * 1000, {}) == ["0", "1"]
+    assert _disk(directory) == (3, 1002 + 6000 + 1002)
+
+
+def test_a_file_changed_in_place_is_counted_at_the_full_rescan(directory):
+    store = storage.ProfileStore(directory, max_profiles=10, max_bytes=10_000)
+    store.prepare()
+    for n in range(3):
+        store.save(str(n), b"p" * 1000, {})
+    # Grown in place (or replaced) under a name the view knows: not stat()ed again...
+    path = directory / "0.pkl"
+    st = path.stat()
+    with open(path, "ab") as f:
+        f.write(b"x" * 8000)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # still the oldest
+    assert store.prune() == []
+    store._view.since -= storage.FULL_SCAN_SECONDS  # ...until the view is a minute old
+    assert store.prune() == ["0"]
+    assert _disk(directory) == (2, 2004)
+
+
+def test_a_temp_file_seen_while_fresh_is_removed_once_stale(directory, monkeypatch):
+    store = storage.ProfileStore(directory, max_profiles=1, max_bytes=10**9)
+    store.prepare()
+    temp = directory / ".tmp-z.pkl"
+    temp.write_text("x")
+    store.prune()
+    assert temp.exists()
+    monkeypatch.setattr(storage, "STALE_TMP_SECONDS", -1)  # as if 5 minutes had passed
+    store.prune()
+    assert not temp.exists()
+
+
+def _fresh_view(directory):
+    files = storage.ProfileStore(directory, 1, 1)._scan()  # a new process: stats every file
+    return {profile_id: sorted(names) for profile_id, names in files.items()}
+
+
+def test_the_view_of_each_process_matches_a_fresh_scan(directory):
+    # Two stores (two worker processes) save, delete and prune while files come and go behind
+    # their backs; whatever happened, each one's view is what a full scan finds.
+    bounds = {"max_profiles": 6, "max_bytes": 60_000}
+    stores = [storage.ProfileStore(directory, **bounds) for _ in range(2)]
+    stores[0].prepare()
+    rng = random.Random(1234)
+    for step in range(300):
+        store = rng.choice(stores)
+        action = rng.random()
+        names = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+        if action < 0.5:
+            store.save(f"{step:04d}", b"x" * rng.randrange(100, 15_000), {"step": step})
+            assert _disk(directory) <= (bounds["max_profiles"], bounds["max_bytes"])
+        elif action < 0.6 and names:
+            (directory / rng.choice(names)).unlink()  # someone else removes one file
+        elif action < 0.7:
+            (directory / f"{step:04d}d.pkl").write_bytes(b"d" * 500)  # plain Dozer's
+        elif action < 0.75:
+            (directory / f"notes-{step}.txt").write_text("foreign")
+        elif action < 0.8:
+            (directory / f".tmp-{step}.pkl").write_text("in flight")
+        elif action < 0.9 and names:
+            store.delete(rng.choice(names).rpartition(".")[0])
+        elif action < 0.95:
+            store.prune()
+            assert _disk(directory) <= (bounds["max_profiles"], bounds["max_bytes"])
+        else:
+            store.delete()
+        for each in stores:
+            files = each._scan()
+            assert {i: sorted(f) for i, f in files.items()} == _fresh_view(directory)
+            assert each._view.total == sum(size for f in files.values() for _, size, _ in f)
 
 
 def _save_many(directory, count, max_profiles, max_mb, failures):

@@ -28,10 +28,9 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from dozer.profile import buildtree
-
 from wsgiprobe import workers
 
+from . import calltree
 from .settings import TRIGGER_COOKIE, ProfilerSettings
 from .storage import ProfileStore, new_profile_id
 from .ui import ProfilerUI
@@ -79,6 +78,7 @@ class ProfilingMiddleware:
         self._sample_rate = settings.sample_rate
         self._random = random.random  # random reseeds itself in forked children
         self._scrubbed = settings.scrubbed_environ_keys()
+        self._context: tuple[int, dict[str, object]] | None = None  # (pid, workers.describe())
         # Counters, for tests and debugging; approximate under threads.
         self.profiles_saved = 0
         self.busy_skips = 0
@@ -140,14 +140,11 @@ class ProfilingMiddleware:
             raise
 
     def _save(self, run: _ProfileRun, duration_ms: float) -> None:
-        tree = buildtree(run.prof.getstats())
+        # Dozer's tree is built when the profile is read (see calltree): most never are.
+        codes, entries = calltree.compact(run.prof.getstats())
         # Profiled time: the top-level phases (app call, body, close), not the profiler's own.
-        cost_ms = sum(
-            float(node["cost"])
-            for node in tree.values()
-            if not node.get("callers") and "of '_lsprof.Profiler'" not in node["function"]
-        )
-        context = workers.describe()
+        cost_ms = calltree.top_level_ms(codes, entries)
+        context = self._worker_context()
         worker, pid = context.get("worker"), context.get("pid", os.getpid())
         environ = run.environ
         status = run.status
@@ -169,7 +166,7 @@ class ProfilingMiddleware:
         safe_environ["thread_id"] = str(record["thread"])  # as Dozer records it
         data = {
             "time": datetime.now(),
-            "profile": tree,
+            "profile": calltree.DeferredTree(codes, entries),  # Dozer's tree once unpickled
             "environ": safe_environ,
             "wsgiprobe": record,
         }
@@ -191,6 +188,15 @@ class ProfilingMiddleware:
                 "profile %s alone is larger than WSGIPROBE_PROFILER_MAX_MB: removed at once",
                 profile_id,
             )
+
+    def _worker_context(self) -> dict[str, object]:
+        # Once per process: workers.describe() costs ~0.4 ms outside uWSGI (each call retries
+        # `import uwsgi`, and a failed import is not cached), and what it says of a worker does
+        # not change once it serves requests (gunicorn's post_fork sets the index before).
+        pid = os.getpid()
+        if self._context is None or self._context[0] != pid:
+            self._context = (pid, workers.describe())
+        return self._context[1]
 
     def scrub(self, environ: dict[str, Any]) -> dict[str, str]:
         """The part of environ a profile keeps: no secrets, no wsgi.* objects."""
