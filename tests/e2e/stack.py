@@ -107,6 +107,23 @@ class Stack:
             self.server = str(extra_vars["app_server"])
         return result
 
+    def warm_up(self, label: str) -> subprocess.CompletedProcess[str]:
+        """`make warmup`, as a user runs it (the warmup playbook), logging to LOG_DIR."""
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+        proc = subprocess.run(
+            [str(ANSIBLE_PLAYBOOK), "-i", "configs/local", "warmup.yml"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        (LOG_DIR / f"warmup-{label}.log").write_text(proc.stdout + proc.stderr)
+        return proc
+
+    def workers_status(self) -> dict[int, dict]:
+        """GET /lazyinit?status from the VM's loopback: the workers that answered it, by index."""
+        response = self.loopback("GET", "/lazyinit?status")
+        assert response.status == 200, response.text
+        return {entry["worker"]: entry for entry in response.json()["workers"]}
+
     def ssh(
         self, command: str, check: bool = True, stdin: str = ""
     ) -> subprocess.CompletedProcess[str]:

@@ -61,9 +61,13 @@ sys.stdout.write(out.decode("utf-8", "replace"))
 
 def worker_pids(stack: Stack) -> dict[int, int]:
     """Worker index -> pid, as the toolkit knows them (uWSGI ids, gunicorn slots)."""
-    response = stack.loopback("GET", "/lazyinit?status")
-    assert response.status == 200, response.text
-    pids = {entry["worker"]: entry["pid"] for entry in response.json()["workers"]}
+    status = stack.workers_status()
+    if sorted(status) != list(range(1, WORKERS + 1)):
+        # An earlier test restarted the server: its new workers are listed once warmed.
+        warm = stack.warm_up("before-pdb")
+        assert warm.returncode == 0, warm.stdout[-3000:]
+        status = stack.workers_status()
+    pids = {index: entry["pid"] for index, entry in status.items()}
     assert sorted(pids) == list(range(1, WORKERS + 1)), pids
     return pids
 

@@ -3,21 +3,13 @@ warmed by the next warm-up, a failing init named."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 
 import pytest
 
-from conftest import EXTRA_INIT_SECONDS, WORKERS
-from stack import ANSIBLE_PLAYBOOK, LOG_DIR, ROOT, Stack
-
-
-def status(stack: Stack) -> dict[int, dict]:
-    response = stack.loopback("GET", "/lazyinit?status")
-    assert response.status == 200, response.text
-    return {entry["worker"]: entry for entry in response.json()["workers"]}
+from conftest import DEPLOY_VARS, EXTRA_INIT_SECONDS, WORKERS
+from stack import Stack
 
 
 def worker_pids(stack: Stack) -> set[int]:
@@ -25,18 +17,6 @@ def worker_pids(stack: Stack) -> set[int]:
     master = stack.ssh("supervisorctl pid sample_app").stdout.strip()
     out = stack.ssh(f"pgrep -P {master}").stdout
     return {int(pid) for pid in out.split()}
-
-
-def warm_up(label: str) -> subprocess.CompletedProcess[str]:
-    """`make warmup`, as a user runs it."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "configs/local", "warmup.yml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    (LOG_DIR / f"warmup-{label}.log").write_text(proc.stdout + proc.stderr)
-    return proc
 
 
 def wait_for_respawn(stack: Stack, old: set[int], seconds: float = 30) -> set[int]:
@@ -50,7 +30,11 @@ def wait_for_respawn(stack: Stack, old: set[int], seconds: float = 30) -> set[in
 
 
 def test_every_worker_is_warm_after_the_deploy(deployed: Stack):
-    workers = status(deployed)
+    # Deployed again here: earlier tests restart the server, which leaves its workers cold.
+    result = deployed.deploy(f"redeploy-{deployed.server}-warm", app_server=deployed.server,
+                             **DEPLOY_VARS)  # fmt: skip
+    assert result.rc == 0, result.tail()
+    workers = deployed.workers_status()
     assert sorted(workers) == list(range(1, WORKERS + 1))
     assert {w["pid"] for w in workers.values()} == worker_pids(deployed)
     assert all(w["warm"] for w in workers.values()), workers
@@ -66,14 +50,14 @@ def test_lazyinit_is_refused_to_other_clients(deployed: Stack):
 
 def test_the_next_warm_up_warms_a_respawned_worker(deployed: Stack):
     before = worker_pids(deployed)
-    victim = status(deployed)[2]["pid"]
+    victim = deployed.workers_status()[2]["pid"]
     deployed.ssh(f"kill -{signal.SIGKILL.value} {victim}")
     after = wait_for_respawn(deployed, before)
     (new_pid,) = after - before
 
-    result = warm_up("after-kill")
+    result = deployed.warm_up("after-kill")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    workers = status(deployed)
+    workers = deployed.workers_status()
     assert all(w["warm"] for w in workers.values()), workers
     assert new_pid in {w["pid"] for w in workers.values()}
     # The table names every worker, the new one included.
@@ -83,21 +67,21 @@ def test_the_next_warm_up_warms_a_respawned_worker(deployed: Stack):
 def test_a_failing_init_fails_the_warm_up_and_names_the_worker(deployed: Stack):
     # The store is part of the init: with Redis down, a new worker cannot finish its init.
     before = worker_pids(deployed)
-    victim = status(deployed)[1]["pid"]
+    victim = deployed.workers_status()[1]["pid"]
     deployed.ssh("systemctl stop redis-server")
     try:
         deployed.ssh(f"kill -{signal.SIGKILL.value} {victim}")
         (new_pid,) = wait_for_respawn(deployed, before) - before
-        result = warm_up("init-fails")
+        result = deployed.warm_up("init-fails")
         assert result.returncode != 0
         output = result.stdout + result.stderr
         assert str(new_pid) in output
         assert "init_failed" in output or "cold" in output
     finally:
         deployed.ssh("systemctl start redis-server")
-    result = warm_up("store-back")
+    result = deployed.warm_up("store-back")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert all(w["warm"] for w in status(deployed).values())
+    assert all(w["warm"] for w in deployed.workers_status().values())
 
 
 @pytest.fixture(autouse=True)
