@@ -27,7 +27,6 @@ Usage: make bench  (the VM must be deployed: make demo)
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import statistics
@@ -41,6 +40,7 @@ from pathlib import Path
 
 from benchlib import (
     APP_CPU,
+    CLOCK_TICKS,
     CPUS,
     FRONT_CPU,
     LOCALVM,
@@ -50,6 +50,7 @@ from benchlib import (
     on_vm,
     parse_wrk,
     pin,
+    process_ticks,
     start_uwsgi,
     vm_address,
     write_report,
@@ -65,7 +66,6 @@ NEAR_CEILING = 0.80  # a rate this close to its ceiling was the generator's
 MIN_BUSY_FOR_PER_CORE = 0.50
 MIN_SERVER_CPU = 0.20  # less of a core than this measured: too few ticks for a per-core figure
 OTHERS_NOTED = 0.15  # share of the app CPU other processes took that the table reports
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat's unit (one kernel with the VM)
 BASELINE = "nginx+uWSGI"  # the default deploy
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -278,17 +278,6 @@ class Sample:
     def hard_errors(self) -> int:
         """Connections refused or timed out: requests that were never answered."""
         return self.socket_errors.get("connect", 0) + self.socket_errors.get("timeout", 0)
-
-
-def process_ticks(stat_lines: str) -> int:
-    """Sum of utime, stime, cutime and cstime over /proc/PID/stat lines (clock ticks)."""
-    total = 0
-    for line in stat_lines.splitlines():
-        if line.strip():
-            # The command name (field 2) may hold spaces: count the fields after its ')'.
-            fields = line.rsplit(")", 1)[1].split()
-            total += sum(int(v) for v in fields[11:15])
-    return total
 
 
 def server_ticks(config: Config) -> int:

@@ -30,6 +30,9 @@ CPUS = os.cpu_count() or 1
 APP_CPU, FRONT_CPU = (1, 0) if CPUS > 1 else (0, 0)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat's unit (one kernel with the VM)
+
+
 def on_vm(command: str, stdin: str = "") -> str:
     proc = subprocess.run(
         [*LOCALVM, "ssh", "--", command], input=stdin, capture_output=True, text=True
@@ -86,6 +89,23 @@ def wait_ready(url: str, seconds: float = 30) -> None:
             if time.monotonic() > deadline:
                 sys.exit(f"bench: {url} did not answer within {seconds} s")
             time.sleep(0.3)
+
+
+def process_ticks(stat_lines: str) -> int:
+    """Sum of utime, stime, cutime and cstime over /proc/PID/stat lines (clock ticks)."""
+    total = 0
+    for line in stat_lines.splitlines():
+        if line.strip():
+            # The command name (field 2) may hold spaces: count the fields after its ')'.
+            fields = line.rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:15])
+    return total
+
+
+def cpu_seconds(pattern: str) -> float:
+    """CPU seconds so far of the VM's processes whose command line matches pattern."""
+    stats = on_vm(f"for pid in $(pgrep -f '{pattern}'); do cat /proc/$pid/stat; done; true")
+    return process_ticks(stats) / CLOCK_TICKS
 
 
 def pin(pattern: str, cpus: str) -> None:
