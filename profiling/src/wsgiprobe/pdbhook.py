@@ -77,6 +77,7 @@ from types import FrameType
 from typing import Any
 
 from wsgiprobe import workers
+from wsgiprobe.envvars import env_float, env_int, invalid
 
 __all__ = [
     "PdbHookMiddleware",
@@ -134,7 +135,7 @@ def settings_from_environment(environ: Mapping[str, str] | None = None) -> PdbSe
         ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{ENV_HOST}={host!r}: expected an IP address, e.g. 127.0.0.1") from None
-    base_port = _int_from(env, ENV_BASE_PORT, DEFAULT_BASE_PORT)
+    base_port = env_int(env, ENV_BASE_PORT, DEFAULT_BASE_PORT)
     if not 1 <= base_port <= 65534:
         raise ValueError(f"{ENV_BASE_PORT}={base_port}: expected a port in 1..65534")
     directory = env.get(ENV_DIR, "").strip() or None
@@ -147,26 +148,10 @@ def settings_from_environment(environ: Mapping[str, str] | None = None) -> PdbSe
     )
 
 
-def _int_from(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected an integer") from None
-
-
 def _seconds_from(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{name}={raw!r}: expected a positive number of seconds")
+    value = env_float(env, name, default)
+    if value <= 0:
+        raise invalid(env, name, "a positive number of seconds")
     return value
 
 

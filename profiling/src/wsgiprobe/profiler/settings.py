@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wsgiprobe.envvars import env_float, env_int, invalid
+
 TRIGGER_HEADER = "X-Wsgiprobe-Profile"
 TRIGGER_COOKIE = "wsgiprobe_profile"
 DEFAULT_PATH = "/_profiler"  # Dozer's own links point there: keep it the default
@@ -96,15 +98,15 @@ def settings_from_environment(env: Mapping[str, str]) -> ProfilerSettings | None
             "WSGIPROBE_PROFILER_TOKEN may hold only letters, digits and ._~+/=- (value not shown)"
         )
 
-    sample_rate = _float(env, "WSGIPROBE_PROFILER_SAMPLE_RATE", 0.0)
+    sample_rate = env_float(env, "WSGIPROBE_PROFILER_SAMPLE_RATE", 0.0)
     if not 0.0 <= sample_rate <= 1.0:
-        raise _bad(env, "WSGIPROBE_PROFILER_SAMPLE_RATE", "a number from 0 to 1")
-    max_profiles = _int(env, "WSGIPROBE_PROFILER_MAX_PROFILES", 200)
+        raise invalid(env, "WSGIPROBE_PROFILER_SAMPLE_RATE", "a number from 0 to 1")
+    max_profiles = env_int(env, "WSGIPROBE_PROFILER_MAX_PROFILES", 200)
     if max_profiles < 1:
-        raise _bad(env, "WSGIPROBE_PROFILER_MAX_PROFILES", "an integer >= 1")
-    max_mb = _float(env, "WSGIPROBE_PROFILER_MAX_MB", 50.0)
+        raise invalid(env, "WSGIPROBE_PROFILER_MAX_PROFILES", "an integer >= 1")
+    max_mb = env_float(env, "WSGIPROBE_PROFILER_MAX_MB", 50.0)
     if max_mb <= 0:
-        raise _bad(env, "WSGIPROBE_PROFILER_MAX_MB", "a number > 0")
+        raise invalid(env, "WSGIPROBE_PROFILER_MAX_MB", "a number > 0")
 
     raw_headers = env.get("WSGIPROBE_PROFILER_SCRUB_HEADERS", "")
     scrub_headers = tuple(name.strip() for name in raw_headers.split(",") if name.strip())
@@ -117,7 +119,7 @@ def settings_from_environment(env: Mapping[str, str]) -> ProfilerSettings | None
 
     path = env.get("WSGIPROBE_PROFILER_PATH", "").strip() or DEFAULT_PATH
     if not _UI_PATH.fullmatch(path):
-        raise _bad(env, "WSGIPROBE_PROFILER_PATH", "a path like /_profiler (no trailing /)")
+        raise invalid(env, "WSGIPROBE_PROFILER_PATH", "a path like /_profiler (no trailing /)")
 
     return ProfilerSettings(
         directory=Path(directory),
@@ -128,30 +130,3 @@ def settings_from_environment(env: Mapping[str, str]) -> ProfilerSettings | None
         scrub_headers=scrub_headers,
         path=path,
     )
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise _bad(env, name, "an integer") from None
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise _bad(env, name, "a number") from None
-    if not math.isfinite(value):
-        raise _bad(env, name, "a finite number")
-    return value
-
-
-def _bad(env: Mapping[str, str], name: str, expected: str) -> ValueError:
-    return ValueError(f"{name} must be {expected}, got {env.get(name)!r}")
