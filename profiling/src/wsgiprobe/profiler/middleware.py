@@ -78,7 +78,6 @@ class ProfilingMiddleware:
         self._sample_rate = settings.sample_rate
         self._random = random.random  # random reseeds itself in forked children
         self._scrubbed = settings.scrubbed_environ_keys()
-        self._context: tuple[int, dict[str, object]] | None = None  # (pid, workers.describe())
         # Counters, for tests and debugging; approximate under threads.
         self.profiles_saved = 0
         self.busy_skips = 0
@@ -144,7 +143,7 @@ class ProfilingMiddleware:
         codes, entries = calltree.compact(run.prof.getstats())
         # Profiled time: the top-level phases (app call, body, close), not the profiler's own.
         cost_ms = calltree.top_level_ms(codes, entries)
-        context = self._worker_context()
+        context = workers.describe()
         worker, pid = context.get("worker"), context.get("pid", os.getpid())
         environ = run.environ
         status = run.status
@@ -188,15 +187,6 @@ class ProfilingMiddleware:
                 "profile %s alone is larger than WSGIPROBE_PROFILER_MAX_MB: removed at once",
                 profile_id,
             )
-
-    def _worker_context(self) -> dict[str, object]:
-        # Once per process: workers.describe() costs ~0.4 ms outside uWSGI (each call retries
-        # `import uwsgi`, and a failed import is not cached), and what it says of a worker does
-        # not change once it serves requests (gunicorn's post_fork sets the index before).
-        pid = os.getpid()
-        if self._context is None or self._context[0] != pid:
-            self._context = (pid, workers.describe())
-        return self._context[1]
 
     def scrub(self, environ: dict[str, Any]) -> dict[str, str]:
         """The part of environ a profile keeps: no secrets, no wsgi.* objects."""
