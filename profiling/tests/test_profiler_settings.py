@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from test_profiler_support import TOKEN, HelloApp
 
+from wsgiprobe.envvars import env_flag
 from wsgiprobe.profiler import ProfilerSettings, ProfilingMiddleware, settings_from_environment
 
 
@@ -22,6 +23,23 @@ def env(tmp_path: Path, **values: str) -> dict[str, str]:
 def test_off_gives_none(value):
     environ = {} if value is None else {"WSGIPROBE_PROFILER": value}
     assert settings_from_environment(environ) is None
+
+
+@pytest.mark.parametrize("value", ["1", "true", "TRUE", " yes ", "On", "on\n"])
+def test_env_flag_on(value):
+    assert env_flag({"X_FLAG": value}, "X_FLAG") is True
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", "0", "false", "No", " OFF "])
+def test_env_flag_off(value):
+    assert env_flag({} if value is None else {"X_FLAG": value}, "X_FLAG") is False
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "y", "-1", "enabled", "tru e"])
+def test_env_flag_refuses_anything_else_naming_variable_and_value(value):
+    with pytest.raises(ValueError) as caught:
+        env_flag({"X_FLAG": value, "OTHER": "1"}, "X_FLAG")
+    assert "X_FLAG" in str(caught.value) and repr(value) in str(caught.value)
 
 
 def test_defaults(tmp_path):

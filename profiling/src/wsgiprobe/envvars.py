@@ -9,6 +9,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """On (1/true/yes/on) or off (0/false/no/off, or unset); anything else is refused."""
+    raw = env.get(name, "").strip().lower()
+    if raw in TRUE:
+        return True
+    if raw in FALSE:
+        return False
+    raise invalid(env, name, "1/true or 0/false")
+
 
 def env_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsgiprobe.envvars import env_float, env_int, invalid
+from wsgiprobe.envvars import env_flag, env_float, env_int, invalid
 
 TRIGGER_HEADER = "X-Wsgiprobe-Profile"
 TRIGGER_COOKIE = "wsgiprobe_profile"
@@ -16,8 +16,6 @@ DEFAULT_PATH = "/_profiler"  # Dozer's own links point there: keep it the defaul
 # Never saved with a profile, whatever the settings say.
 ALWAYS_SCRUBBED = ("Cookie", "Authorization", "Proxy-Authorization", TRIGGER_HEADER)
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 # RFC 9110 token characters: anything else cannot be a header name.
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 # Safe in a header and in a cookie value without quoting (base64, hex, generated passwords).
@@ -78,13 +76,8 @@ def settings_from_environment(env: Mapping[str, str]) -> ProfilerSettings | None
     so that the app server refuses to start with a clear message. Empty optional variables
     mean their default (an env file may write ``NAME=``).
     """
-    enabled = env.get("WSGIPROBE_PROFILER", "").strip().lower()
-    if enabled in _FALSE:
+    if not env_flag(env, "WSGIPROBE_PROFILER"):
         return None
-    if enabled not in _TRUE:
-        raise ValueError(
-            f"WSGIPROBE_PROFILER must be 1/true or 0/false, got {env['WSGIPROBE_PROFILER']!r}"
-        )
     directory = env.get("WSGIPROBE_PROFILER_DIR", "").strip()
     if not directory:
         raise ValueError("WSGIPROBE_PROFILER_DIR is required when WSGIPROBE_PROFILER is on")
