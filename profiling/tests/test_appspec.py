@@ -1,10 +1,13 @@
 import importlib
+import io
+import json
+import os
 import sys
 import types
 
 import pytest
 
-from wsgiprobe import appspec
+from wsgiprobe import appspec, compose, lazyinit
 
 
 @pytest.fixture
@@ -50,3 +53,82 @@ def test_entrypoint_exposes_the_app_as_a_module_attribute(fake_module, monkeypat
     application = vars(entrypoint)["application"]
     body = application({"PATH_INFO": "/", "REQUEST_METHOD": "GET"}, lambda *args: None)
     assert b"".join(body) == b"hi"
+
+
+# -- which release the app's module was loaded from --------------------------------------------
+
+RELEASE_PKG = "release_probe_pkg"
+APP_SOURCE = """
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"%s"]
+"""
+
+
+@pytest.fixture
+def releases(tmp_path, monkeypatch):
+    """releases/r1 and r2 with the app's package, ``current`` -> releases/r1, and the package
+    importable through ``current`` (as the app server's virtualenv path is)."""
+    for name in ("r1", "r2"):
+        package = tmp_path / "releases" / name / RELEASE_PKG
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "mod.py").write_text(APP_SOURCE % name)
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "r1")
+    monkeypatch.syspath_prepend(str(current))  # restored, with the import caches, after
+    monkeypatch.delenv("WSGIPROBE_LAZYINIT_DIR", raising=False)
+    monkeypatch.setattr(lazyinit, "_default", lazyinit.Registry())
+    env = {
+        "WSGIPROBE_APP": f"{RELEASE_PKG}.mod:app",
+        "WSGIPROBE_RELEASES_DIR": str(tmp_path / "releases"),
+    }
+
+    def switch(name):
+        current.unlink()
+        current.symlink_to(tmp_path / "releases" / name)
+
+    yield env, switch
+    forget_the_package()
+
+
+def forget_the_package():
+    for name in [name for name in sys.modules if name.partition(".")[0] == RELEASE_PKG]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def test_release_of_resolves_the_current_link(releases):
+    env, switch = releases
+    module = importlib.import_module(f"{RELEASE_PKG}.mod")
+    assert f"{os.sep}current{os.sep}" in module.__file__  # loaded through the link
+    assert compose.release_of(env) == "r1"
+    switch("r2")
+    forget_the_package()  # a new worker loads the app again, from the new release
+    importlib.import_module(f"{RELEASE_PKG}.mod")
+    assert compose.release_of(env) == "r2"
+
+
+def test_the_app_keeps_the_release_it_was_built_from(releases):
+    env, switch = releases
+    app = compose.build_application(env)
+    switch("r2")  # the deploy switches; this worker still runs r1's code
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/lazyinit", "QUERY_STRING": ""}
+    environ["wsgi.errors"] = io.StringIO()
+    answer = json.loads(b"".join(app(environ, lambda *args: None)))
+    assert answer["release"] == "r1"
+    assert b"".join(app({"PATH_INFO": "/", "REQUEST_METHOD": "GET"}, lambda *a: None)) == b"r1"
+
+
+def test_release_of_is_none_without_a_known_release(releases, tmp_path, fake_module):
+    env, _ = releases
+    assert compose.release_of(env) is None  # the module is not loaded (yet)
+    importlib.import_module(f"{RELEASE_PKG}.mod")
+    assert compose.release_of({"WSGIPROBE_APP": env["WSGIPROBE_APP"]}) is None  # no dir set
+    assert compose.release_of({**env, "WSGIPROBE_RELEASES_DIR": ""}) is None
+    assert compose.release_of({"WSGIPROBE_RELEASES_DIR": env["WSGIPROBE_RELEASES_DIR"]}) is None
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert compose.release_of({**env, "WSGIPROBE_RELEASES_DIR": str(elsewhere)}) is None
+    # A module without a file (built in memory, as a test's or a frozen one).
+    assert compose.release_of({**env, "WSGIPROBE_APP": "fake_wsgi_mod:app"}) is None

@@ -1,14 +1,17 @@
+import fcntl
 import io
 import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
+import types
 
 import pytest
 
-from wsgiprobe import lazyinit, workers
+from wsgiprobe import compose, lazyinit, workers
 from wsgiprobe.lazyinit_wsgi import LazyInitMiddleware
 
 fork = multiprocessing.get_context("fork")
@@ -359,3 +362,164 @@ def test_a_forked_worker_starts_cold_with_its_own_state(tmp_path, registry):
     answer = result.get(timeout=10)
     child.join(10)
     assert answer["pid"] == child.pid and answer["ran"] == ["x"]
+
+
+# -- the release and initialising at load ------------------------------------------------------
+
+
+def test_the_release_is_in_every_answer_status_and_state_file(tmp_path, registry):
+    workers.set_worker_index(1)
+    registry.register("x", lambda: None)
+    app = LazyInitMiddleware(inner_app, state_dir=str(tmp_path), registry=registry, release="r1")
+    assert get(app)[1]["release"] == "r1"
+    assert get(app, "hold=0")[1]["release"] == "r1"  # warm already
+    assert [entry["release"] for entry in get(app, "status")[1]["workers"]] == ["r1"]
+    assert json.loads((tmp_path / "worker-1.json").read_text())["release"] == "r1"
+    _, unlabelled = get(LazyInitMiddleware(inner_app, registry=registry))
+    assert "release" in unlabelled and unlabelled["release"] is None
+
+
+def _warm_on_load(state_dir, index, ready):
+    workers.set_worker_index(index)
+    registry = lazyinit.Registry()
+    registry.register("x", lambda: time.sleep(0.01))
+    app = LazyInitMiddleware(inner_app, state_dir=str(state_dir), registry=registry, release="r1")
+    if app.initialise_now():  # no request at all
+        ready.set()
+    time.sleep(30)  # until the test ends it
+
+
+def test_initialise_now_warms_the_worker_and_status_lists_it_warm(tmp_path):
+    ready = fork.Event()
+    loaded = fork.Process(target=_warm_on_load, args=(tmp_path, 1, ready))
+    loaded.start()
+    try:
+        assert ready.wait(10)
+        saved = json.loads((tmp_path / "worker-1.json").read_text())
+        assert saved == {
+            **saved,
+            "pid": loaded.pid,
+            "warm": True,
+            "initialising": False,
+            "pending": [],
+            "error": None,
+            "release": "r1",
+        }
+        assert saved["init_seconds"] >= 0.01
+        answers = fork.Queue()
+        asker = fork.Process(target=_ask_status, args=(tmp_path, answers))  # a sibling worker
+        asker.start()
+        status, answer = answers.get(timeout=10)
+        asker.join(10)
+        listed = {entry["worker"]: entry for entry in answer["workers"]}
+        assert status == 200 and sorted(listed) == [1, 4]
+        assert listed[1] == {**listed[1], "pid": loaded.pid, "warm": True, "release": "r1"}
+    finally:
+        loaded.terminate()
+        loaded.join(10)
+
+
+def test_initialise_now_runs_the_inits_once(registry):
+    calls = []
+    registry.register("fonts", lambda: calls.append("fonts"))
+    app = LazyInitMiddleware(inner_app, registry=registry)
+    assert app.initialise_now() is True
+    assert app.initialise_now() is True
+    assert calls == ["fonts"]
+    _, answer = get(app)
+    assert answer["warm"] is True and answer["ran"] == [] and calls == ["fonts"]
+
+
+def test_initialise_now_with_a_failing_init_leaves_the_worker_cold(tmp_path, registry, capsys):
+    workers.set_worker_index(1)
+    broken = [True]
+
+    def fonts():
+        if broken:
+            raise RuntimeError("no fonts")
+
+    registry.register("fonts", fonts)
+    app = LazyInitMiddleware(inner_app, state_dir=str(tmp_path), registry=registry)
+    assert app.initialise_now() is False
+    err = capsys.readouterr().err
+    assert f"lazyinit failed in pid {os.getpid()}" in err and "Traceback" in err
+    saved = json.loads((tmp_path / "worker-1.json").read_text())
+    assert saved == {
+        **saved,
+        "warm": False,
+        "initialising": False,
+        "pending": ["fonts"],
+        "error": "RuntimeError: no fonts",
+    }
+    _, status = get(app, "status")
+    assert status["workers"][0]["warm"] is False
+
+    broken.clear()  # fixed: the warm-up's request initialises the worker
+    status, answer = get(app)
+    assert (status, answer["warm"], answer["ran"]) == (200, True, ["fonts"])
+    saved = json.loads((tmp_path / "worker-1.json").read_text())
+    assert saved["warm"] is True and saved["error"] is None
+
+
+def test_initialise_now_without_a_free_slot_runs_nothing(tmp_path, registry):
+    workers.set_worker_index(1)
+    calls = []
+    registry.register("x", lambda: calls.append("x"))
+    app = LazyInitMiddleware(inner_app, state_dir=str(tmp_path), registry=registry)
+    # Another worker initialising: it holds the only slot (a flock is per open file, so an fd
+    # of this process stands for it).
+    holder = os.open(tmp_path / "slot-0.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert app.initialise_now() is False
+        assert calls == [] and registry.pending() == ["x"]
+        saved = json.loads((tmp_path / "worker-1.json").read_text())
+        assert saved == {**saved, "warm": False, "initialising": False, "error": None}
+    finally:
+        os.close(holder)
+    assert app.initialise_now() is True and calls == ["x"]
+
+
+# -- compose.build_application: the environment the deploy writes ------------------------------
+
+
+@pytest.fixture
+def built_env(monkeypatch):
+    """An app named by WSGIPROBE_APP, and an init in a fresh default registry."""
+    module = types.ModuleType("lazyinit_wiring_app")
+    module.app = inner_app
+    monkeypatch.setitem(sys.modules, "lazyinit_wiring_app", module)
+    fresh = lazyinit.Registry()
+    monkeypatch.setattr(lazyinit, "_default", fresh)
+    calls = []
+    fresh.register("fonts", lambda: calls.append("fonts"))
+    return {"WSGIPROBE_APP": "lazyinit_wiring_app:app"}, calls
+
+
+@pytest.mark.parametrize("value", ["1", "true", " Yes "])
+def test_build_application_initialises_at_load_when_asked(built_env, value):
+    env, calls = built_env
+    app = compose.build_application({**env, "WSGIPROBE_LAZYINIT_ON_LOAD": value})
+    assert calls == ["fonts"]
+    _, answer = get(app)
+    assert answer["warm"] is True and answer["ran"] == []
+    assert call(app, path="/")[2] == b"inner /"
+
+
+@pytest.mark.parametrize("value", [None, "", "0", "off"])
+def test_build_application_leaves_the_init_to_the_warm_up_by_default(built_env, value):
+    env, calls = built_env
+    if value is not None:
+        env = {**env, "WSGIPROBE_LAZYINIT_ON_LOAD": value}
+    app = compose.build_application(env)
+    assert calls == []
+    _, answer = get(app)
+    assert answer["ran"] == ["fonts"] and calls == ["fonts"]
+
+
+def test_a_bad_on_load_value_stops_the_app(built_env):
+    env, calls = built_env
+    with pytest.raises(ValueError) as caught:
+        compose.build_application({**env, "WSGIPROBE_LAZYINIT_ON_LOAD": "sometimes"})
+    assert "WSGIPROBE_LAZYINIT_ON_LOAD" in str(caught.value) and "'sometimes'" in str(caught.value)
+    assert calls == []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 from wsgiprobe.appspec import WSGIApp, app_from_environment
+from wsgiprobe.envvars import env_flag
 from wsgiprobe.lazyinit_wsgi import LazyInitMiddleware
 from wsgiprobe.pdbhook import PdbHookMiddleware
 from wsgiprobe.pdbhook import settings_from_environment as pdb_settings_from_environment
@@ -19,11 +21,16 @@ def build_application(environ: Mapping[str, str] = os.environ) -> WSGIApp:
         app = ProfilingMiddleware(app, profiler)
     # The warm-up's requests are never profiled, and every other request pays one string
     # comparison for it.
-    app = LazyInitMiddleware(
+    app = lazy = LazyInitMiddleware(
         app,
         state_dir=environ.get("WSGIPROBE_LAZYINIT_DIR") or None,
         max_concurrent=_positive_int(environ, "WSGIPROBE_LAZYINIT_CONCURRENCY", 1),
+        release=release_of(environ),
     )
+    if env_flag(environ, "WSGIPROBE_LAZYINIT_ON_LOAD"):
+        # This worker takes no request before the app is loaded: a reloaded worker is warm
+        # when it joins (when a slot is free; else the warm-up finishes the job).
+        lazy.initialise_now()
     pdb = pdb_settings_from_environment(environ)
     if pdb is not None:
         # Outermost, so that a worker's first request of any kind (the warm-up's /lazyinit
@@ -40,3 +47,17 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {raw!r}")
     return int(raw)
+
+
+def release_of(environ: Mapping[str, str]) -> str | None:
+    """The release directory (under ``WSGIPROBE_RELEASES_DIR``) the app's module lies in. The
+    deploy switches a ``current`` link between releases and reloads: called as the app is built,
+    right after its import, this names the code the worker runs, and the middleware keeps it
+    (a later call would follow the link to wherever it points then)."""
+    root = environ.get("WSGIPROBE_RELEASES_DIR")
+    module = sys.modules.get(environ.get("WSGIPROBE_APP", "").partition(":")[0])
+    path = getattr(module, "__file__", None)
+    if not root or not path:
+        return None
+    relative = os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+    return None if relative.startswith("..") else relative.split(os.sep)[0]

@@ -33,6 +33,11 @@
   file. A worker appears once it has answered ``/lazyinit`` (any form); the one answering
   always appears. Without a state dir, only the answering worker.
 - Other methods: 405; a malformed ``hold``: 400; both JSON.
+- ``release``: a label of the code this worker loaded (the deploy's release directory), in
+  every answer and state file, so that a reload can be seen to have reached every worker.
+- ``initialise_now()``: run the inits at app load, before the worker takes a request (uWSGI
+  with lazy-apps and gunicorn without preload load the app in each new worker). Best effort:
+  without a free slot, or when an init fails, the worker stays cold for the warm-up.
 
 ``state_dir`` defaults to ``$WSGIPROBE_LAZYINIT_DIR``; it is created (mode 0700) if missing.
 """
@@ -57,6 +62,7 @@ from wsgiprobe import lazyinit, workers
 
 STATE_DIR_ENV = "WSGIPROBE_LAZYINIT_DIR"
 MAX_HOLD_MS = 1000
+_BUSY = object()  # no free init slot
 
 WSGIApp = Callable[..., Iterable[bytes]]
 StartResponse = Callable[..., Any]
@@ -83,6 +89,7 @@ class LazyInitMiddleware:
         max_concurrent: int = 1,
         *,
         registry: lazyinit.Registry | None = None,
+        release: str | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
@@ -91,6 +98,7 @@ class LazyInitMiddleware:
         self.state_dir = state_dir or os.environ.get(STATE_DIR_ENV) or None
         self.max_concurrent = max_concurrent
         self.registry = registry if registry is not None else lazyinit.default_registry()
+        self.release = release
         self._state = _ProcessState()
         _instances.add(self)
 
@@ -123,14 +131,37 @@ class LazyInitMiddleware:
         return self._initialise(environ, start_response)
 
     def _initialise(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        outcome = self._run_inits(lambda text: _log(environ, text))
+        if outcome is _BUSY:
+            return _json(start_response, "200 OK", self._answer([], busy=True))
+        if isinstance(outcome, str):
+            body = {
+                "error": "init_failed",
+                "message": outcome,
+                **workers.describe(),
+                "pending": self.registry.pending(),
+            }
+            return _json(start_response, "500 Internal Server Error", body)
+        return _json(start_response, "200 OK", self._answer(outcome, busy=False))
+
+    def initialise_now(self) -> bool:
+        """Run the pending inits now (at app load); whether the worker is warm after it."""
+        outcome = self._run_inits(lambda text: print(text, end="", file=sys.stderr, flush=True))
+        if not isinstance(outcome, list):
+            self._save_state()  # the worker is listed cold, with its error, from the start
+        return not self.registry.pending()
+
+    def _run_inits(self, log: Callable[[str], None]) -> list[str] | str | object:
+        """The inits that ran, the error message of a failed one, or _BUSY (no free slot)."""
         state = self._state
         with state.lock:
             if not self.registry.pending():  # another thread of this worker just did it
-                return _json(start_response, "200 OK", self._answer([], busy=False))
+                self._save_state()
+                return []
             slot = self._acquire_slot()
             if slot is None:
                 self._save_state()
-                return _json(start_response, "200 OK", self._answer([], busy=True))
+                return _BUSY
             try:
                 state.initialising = True
                 self._save_state()
@@ -138,22 +169,16 @@ class LazyInitMiddleware:
                     ran = self.registry.run_pending()
                 except Exception as error:
                     state.error = f"{type(error).__name__}: {error}"
-                    _log(environ, f"wsgiprobe: lazyinit failed in pid {os.getpid()}:\n")
-                    _log(environ, traceback.format_exc())
-                    body = {
-                        "error": "init_failed",
-                        "message": state.error,
-                        **workers.describe(),
-                        "pending": self.registry.pending(),
-                    }
-                    return _json(start_response, "500 Internal Server Error", body)
+                    log(f"wsgiprobe: lazyinit failed in pid {os.getpid()}:\n")
+                    log(traceback.format_exc())
+                    return state.error
                 state.error = None
             finally:
                 state.initialising = False
                 if slot >= 0:
                     os.close(slot)  # releases the flock
                 self._save_state()
-        return _json(start_response, "200 OK", self._answer(list(ran), busy=False))
+        return list(ran)
 
     def _answer(self, ran: list[str], *, busy: bool) -> dict[str, Any]:
         pending = self.registry.pending()
@@ -164,6 +189,7 @@ class LazyInitMiddleware:
             "ran": ran,
             "pending": pending,
             "busy": busy,
+            "release": self.release,
         }
 
     def _init_seconds(self, pending: list[str]) -> float | None:
@@ -205,6 +231,7 @@ class LazyInitMiddleware:
             "initialising": self._state.initialising,
             "pending": pending,
             "error": self._state.error,
+            "release": self.release,
         }
 
     def _save_state(self) -> None:
