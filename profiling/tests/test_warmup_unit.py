@@ -135,6 +135,14 @@ def test_parse_answer():
     assert warmup.parse_answer(403, b'{"error": "forbidden"}').error.startswith("HTTP 403")
 
 
+def test_parse_answer_reads_the_release():
+    body = {"worker": 1, "pid": 7, "warm": True, "release": "3f2a9c1d0b4e"}
+    assert warmup.parse_answer(200, json.dumps(body).encode()).release == "3f2a9c1d0b4e"
+    for release in (None, 12, ["x"]):  # an older toolkit sends none; never a non-string
+        body["release"] = release
+        assert warmup.parse_answer(200, json.dumps(body).encode()).release is None
+
+
 def test_client_targets():
     client = warmup.Client("http://127.0.0.1:8080/lazyinit", host_header="app.example")
     assert (client.host, client.port, client.target) == ("127.0.0.1", 8080, "/lazyinit")
@@ -176,9 +184,10 @@ class SimServer:
     """Workers that each serve one request at a time, picked the way an idle server's kernel
     tends to: the first idle one, always in the same order."""
 
-    def __init__(self, count, init_seconds=0.05, limit=1, failing=()):
+    def __init__(self, count, init_seconds=0.05, limit=1, failing=(), release=None):
         self.cond = threading.Condition()
         self.pids = [1000 + i for i in range(count)]
+        self.releases = [release] * count  # what each worker's answers say it runs
         self.busy = [False] * count
         self.warm = [False] * count
         self.requests = [0] * count
@@ -194,10 +203,11 @@ class SimServer:
             workers = tuple(Worker(i + 1, pid) for i, pid in enumerate(self.pids))
         return Discovery("sim", workers, len(self.pids))
 
-    def respawn(self, i):
+    def respawn(self, i, release=None):
         with self.cond:
             self.pids[i] += 100
             self.warm[i] = False
+            self.releases[i] = release if release is not None else self.releases[i]
 
     def handle(self, hold):
         with self.cond:
@@ -205,13 +215,14 @@ class SimServer:
             i = self.busy.index(False)
             self.busy[i] = True
             self.requests[i] += 1
-            pid, warm = self.pids[i], self.warm[i]
+            pid, warm, release = self.pids[i], self.warm[i], self.releases[i]
         try:
             if warm:
                 self.holds.append(hold)
                 time.sleep(hold / 1000)
                 return 200, {"worker": i + 1, "pid": pid, "warm": True, "busy": False,
-                             "init_seconds": self.init_seconds, "ran": []}  # fmt: skip
+                             "init_seconds": self.init_seconds, "ran": [],
+                             "release": release}  # fmt: skip
             with self.cond:
                 if self.initialising >= self.limit:
                     return 200, {"worker": i + 1, "pid": pid, "warm": False, "busy": True}
@@ -227,7 +238,8 @@ class SimServer:
             if self.on_warm:
                 self.on_warm(i)
             return 200, {"worker": i + 1, "pid": pid, "warm": True, "busy": False,
-                         "init_seconds": self.init_seconds, "ran": ["x"]}  # fmt: skip
+                         "init_seconds": self.init_seconds, "ran": ["x"],
+                         "release": release}  # fmt: skip
         finally:
             with self.cond:
                 self.busy[i] = False
@@ -363,3 +375,71 @@ def test_a_server_that_does_not_answer_fails_with_the_reason():
         result = warmup.warm_up(url, discover=lambda: found, deadline=1)
     assert not result.ok
     assert "ConnectionRefusedError" in result.summary()
+
+
+# -- --release: every worker must run the new release ---------------------------------------
+
+
+def test_a_worker_on_another_release_is_waited_for_until_it_is_replaced():
+    sim = SimServer(3, release="new")
+    sim.warm[1], sim.releases[1] = True, "old"  # worker 2 was not reloaded yet
+    old_pid = sim.pids[1]
+    lines = []
+
+    def progress(line):
+        lines.append(line)
+        if line.startswith("old: "):
+            sim.respawn(1, release="new")  # the reload reaches worker 2
+
+    with serve(sim) as url:
+        result = warmup.warm_up(
+            url, discover=sim.discovery, deadline=20, progress=progress, release="new"
+        )
+    assert f"old: worker 2 (pid {old_pid}) runs release old" in lines
+    assert result.ok and all(sim.warm)
+    assert [w.pid for w in result.workers] == sim.pids and old_pid not in sim.pids
+    assert all(w.state == "warm" for w in result.workers)
+    assert result.summary().startswith("all 3 sim workers warm on release new (")
+
+
+@pytest.mark.parametrize(("runs", "shown"), [("old", "old"), (None, "unknown")])
+def test_a_worker_never_replaced_fails_the_warm_up_and_is_named(runs, shown):
+    sim = SimServer(2, release="new")
+    sim.warm[1], sim.releases[1] = True, runs
+    with serve(sim) as url:
+        result = warmup.warm_up(url, discover=sim.discovery, deadline=1.5, release="new")
+    assert not result.ok and result.exit_code == 1
+    assert sim.requests[1] >= 1  # it did answer, warm, on its release
+    states = {w.index: w.state for w in result.workers}
+    assert states == {1: "warm", 2: "old"}
+    summary = result.summary()
+    assert f"not on release new: worker 2 (pid {sim.pids[1]}) runs {shown}" in summary
+    assert "cold:" not in summary  # old, not cold: it needs a reload, not an init
+    assert " old " in result.table().splitlines()[2]
+
+
+def test_without_release_a_warm_worker_on_any_release_is_done():
+    sim = SimServer(2, release="new")
+    sim.warm[1], sim.releases[1] = True, "old"
+    with serve(sim) as url:
+        result = warmup.warm_up(url, discover=sim.discovery, deadline=20)
+    assert result.ok and result.summary().startswith("all 2 sim workers warm (")
+
+
+def test_the_command_line_release(tmp_path, capsys):
+    # One worker, this process: the warm-up skips listed pids that are not alive.
+    record = tmp_path / "workers.json"
+    pid = os.getpid()
+    record.write_text(
+        json.dumps({"master_pid": pid, "num_workers": 1, "workers": [{"index": 1, "pid": pid}]})
+    )
+    sim = SimServer(1, release="old")
+    sim.pids, sim.warm = [pid], [True]
+    with serve(sim) as url:
+        argv = ["--url", url, "--gunicorn-record", str(record), "--deadline", "1"]
+        assert warmup.main([*argv, "--release", "new"]) == 1
+        out, err = capsys.readouterr()
+        assert f"not on release new: worker 1 (pid {pid}) runs old" in err
+        assert out.splitlines()[1].split()[:3] == ["1", str(pid), "old"]
+        assert warmup.main([*argv, "--release", "old"]) == 0
+        assert "all 1 gunicorn workers warm on release old" in capsys.readouterr().err

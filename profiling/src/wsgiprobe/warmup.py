@@ -2,7 +2,7 @@
 
     python -m wsgiprobe.warmup --url http://127.0.0.1/lazyinit \\
         (--uwsgi-stats /run/app/stats.sock | --gunicorn-record /run/app-private/workers.json) \\
-        [--concurrency K] [--tries T] [--deadline SECONDS] [--host-header NAME]
+        [--concurrency K] [--tries T] [--deadline SECONDS] [--host-header NAME] [--release ID]
 
 The workers (index, pid) and how many there should be come from the server itself: uWSGI's
 stats server (a unix socket path or host:port; it dumps one JSON document on connect) or the
@@ -30,7 +30,9 @@ of its requests have answered):
    accept more).
 3. A wave whose answers were ``busy`` (another worker initialising) or failed to connect
    waits a little before the next one instead of growing H.
-4. Done when every listed worker (and as many as the server should have) has answered warm.
+4. Done when every listed worker (and as many as the server should have) has answered warm
+   (with ``--release ID``: warm and running that release; a worker still on another one is
+   ``old``, and the warm-up waits for the server to replace it, as a reload does).
    Bounded by the tries (requests sent) and the deadline; it gives up early when every cold
    worker has failed its init ``MAX_FAILURES`` times, or when a worker has and no worker got
    warm for ``STALL_WAVES`` waves (a failing init usually fails everywhere: say so quickly).
@@ -185,6 +187,7 @@ class Answer:
     init_seconds: float | None = None
     failure: str | None = None  # init_failed: the worker's message
     error: str | None = None  # no usable answer (connection, proxy error page, ...)
+    release: str | None = None
 
 
 class Client:
@@ -243,6 +246,7 @@ def parse_answer(status: int, body: bytes) -> Answer:
         busy=data.get("busy") is True,
         ran=[str(name) for name in data.get("ran") or []],
         init_seconds=float(seconds) if isinstance(seconds, int | float) else None,
+        release=data["release"] if isinstance(data.get("release"), str) else None,
     )
 
 
@@ -262,11 +266,14 @@ class WorkerResult:
     requests: int = 0
     failures: int = 0
     error: str | None = None  # the last init failure
+    old_release: str | None = None  # warm, but running another release than the one wanted
 
     @property
     def state(self) -> str:
         if self.warm:
             return "warm"
+        if self.old_release is not None:
+            return "old"
         return "failed" if self.error else "cold"
 
     def label(self) -> str:
@@ -284,6 +291,7 @@ class Result:
     waves: int
     max_hold_ms: int
     problems: list[str]
+    release: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -306,10 +314,18 @@ class Result:
         done = f"{self.tries} requests, {self.waves} waves, {self.seconds:.1f} s"
         done += f", hold up to {self.max_hold_ms} ms"
         if self.ok:
-            return f"all {len(self.workers)} {self.server} workers warm ({done})"
+            on = f" on release {self.release}" if self.release else ""
+            return f"all {len(self.workers)} {self.server} workers warm{on} ({done})"
         parts = []
-        if self.cold:
-            parts.append("cold: " + ", ".join(worker.label() for worker in self.cold))
+        old = [w for w in self.cold if w.old_release is not None]
+        cold = [w for w in self.cold if w.old_release is None]
+        if cold:
+            parts.append("cold: " + ", ".join(worker.label() for worker in cold))
+        if old:
+            parts.append(
+                f"not on release {self.release}: "
+                + ", ".join(f"{w.label()} runs {w.old_release}" for w in old)
+            )
         if len(self.workers) < self.expected:
             parts.append(f"the server lists {len(self.workers)} of its {self.expected} workers")
         failed = [w for w in self.cold if w.error]
@@ -330,6 +346,7 @@ def warm_up(
     host_header: str | None = None,
     discovery_wait: float = 5.0,
     progress: Callable[[str], None] | None = None,
+    release: str | None = None,
 ) -> Result:
     """Warm every current worker; raises DiscoveryError when the workers cannot be found."""
     if discover is None:
@@ -346,7 +363,9 @@ def warm_up(
         raise ValueError("concurrency and tries must be >= 1, deadline > 0")
     client = Client(url, host_header)
     say = progress or (lambda line: None)
-    return _WarmUp(client, discover, concurrency, tries, deadline, discovery_wait, say).run()
+    return _WarmUp(
+        client, discover, concurrency, tries, deadline, discovery_wait, say, release
+    ).run()
 
 
 class _WarmUp:
@@ -359,6 +378,7 @@ class _WarmUp:
         deadline: float,
         discovery_wait: float,
         say: Callable[[str], None],
+        release: str | None = None,
     ) -> None:
         self.client = client
         self.discover = discover
@@ -376,6 +396,7 @@ class _WarmUp:
         self.width = 1
         self.stall = 0  # waves in a row in which no worker got warm
         self.listed: set[int] = set()  # every pid the server has listed during the run
+        self.release = release  # the release every worker must run, if any
 
     def run(self) -> Result:
         discovery = self._first_discovery()
@@ -402,7 +423,8 @@ class _WarmUp:
 
     def _wave(self, pool: ThreadPoolExecutor, current: list[WorkerResult]) -> float:
         """Send one wave; return how long to wait before the next."""
-        warm = sum(1 for w in current if w.warm or w.failures)
+        # Busy-able: they answer at once, or hold (a worker on an old release is warm too).
+        warm = sum(1 for w in current if w.warm or w.failures or w.old_release is not None)
         size = min(warm * self.width + self.concurrency, len(current), MAX_IN_FLIGHT)
         size = max(1, min(size, self.tries - self.sent))
         hold = HOLDS_MS[self.level]
@@ -425,6 +447,10 @@ class _WarmUp:
                 track.failures += 1
                 track.error = answer.failure
                 self.say(f"init_failed: {track.label()}: {answer.failure}")
+            elif answer.warm and self.release is not None and answer.release != self.release:
+                if track.old_release is None:
+                    self.say(f"old: {track.label()} runs release {answer.release}")
+                track.old_release = answer.release or "unknown"
             elif answer.warm:
                 if not track.warm:
                     newly_warm += 1
@@ -507,6 +533,7 @@ class _WarmUp:
             waves=self.waves,
             max_hold_ms=HOLDS_MS[self.level],
             problems=problems,
+            release=self.release,
         )
 
 
@@ -558,6 +585,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host-header", metavar="NAME", help="Host header to send")
     parser.add_argument(
+        "--release", metavar="ID", help="every worker must run this release (after a reload)"
+    )
+    parser.add_argument(
         "--discovery-wait",
         type=float,
         default=5.0,
@@ -580,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
             host_header=args.host_header,
             discovery_wait=max(0.0, args.discovery_wait),
             progress=say,
+            release=args.release,
         )
     except (DiscoveryError, ValueError) as error:
         say(f"warm-up: {error}")
