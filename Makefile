@@ -27,7 +27,7 @@ LOADTEST_OPTS := $(if $(HOST),--host $(HOST)) $(if $(SCENARIO),--scenario $(SCEN
 	$(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(TAGS),--tags $(TAGS))
 
-.PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha lint unit e2e test clean
+.PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo rollback warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha lint unit e2e test clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,9 @@ demo: vm deploy ## Boot the VM, deploy, and print the URLs to open
 	echo "  health    http://$$addr/healthz"; \
 	echo "  shell     make ssh"; \
 	echo "  logs      make ssh CMD='tail -f /var/log/supervisor/sample_app.log'"
+
+rollback: venv ## Go back to the release that served before, by a graceful reload (again: undo)
+	$(PLAYBOOK) rollback.yml $(ARGS)
 
 warmup: venv ## Warm every worker through /lazyinit and print their state (also run by deploy)
 	$(PLAYBOOK) warmup.yml $(ARGS)
