@@ -20,7 +20,16 @@ import sys
 import threading
 import time
 
-from benchlib import APP_CPU, on_vm, start_uwsgi, stop_uwsgi, vm_address, wait_ready, write_report
+from benchlib import (
+    APP_CPU,
+    VENV,
+    on_vm,
+    start_uwsgi,
+    stop_uwsgi,
+    vm_address,
+    wait_ready,
+    write_report,
+)
 
 WORK = "/tmp/bench-warmup"
 PORT, STATS = 9201, "127.0.0.1:9202"
@@ -77,7 +86,7 @@ class SteadyLoad:
 def warm_up(address: str, concurrency: int) -> tuple[float, list[dict]]:
     """Runs the warm-up on the VM; its wall time there, and each worker's init seconds."""
     out = on_vm(
-        f"cd {WORK} && s=$(date +%s.%N) && /srv/sample_app/venv/bin/python -m wsgiprobe.warmup"
+        f"cd {WORK} && s=$(date +%s.%N) && {VENV}/bin/python -m wsgiprobe.warmup"
         f" --url http://{address}:{PORT}/lazyinit --uwsgi-stats {STATS}"
         f" --concurrency {concurrency} --deadline 120 2>/dev/null && e=$(date +%s.%N)"
         f" && echo $s $e && curl -s http://{address}:{PORT}/lazyinit?status"

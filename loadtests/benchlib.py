@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCALVM = [sys.executable, str(ROOT / "tools" / "localvm.py")]
 REPORTS = ROOT / "loadtests" / "reports"
 SECRETS = ROOT / "configs/local/.secrets/localvm"
-VENV = "/srv/sample_app/venv"
+# The serving release's virtualenv (the deploy's current link).
+VENV = "/srv/sample_app/current/venv"
 SERVER_PATTERN = "venv/bin/[u]wsgi |venv/bin/[g]unicorn "
 CPUS = os.cpu_count() or 1
 # The measured server on one CPU, the load generator (and nginx) on another.

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from load import LOADS
 from stack import LOCALVM, ROOT, TIMINGS, Stack
 
 SERVERS = ("uwsgi", "gunicorn")
@@ -77,3 +78,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("deploys (wall time on this machine)")
         for label, seconds, changed in TIMINGS:
             terminalreporter.write_line(f"{label:<36} {seconds:7.1f} s   changed={changed}")
+    if LOADS:
+        terminalreporter.section("loads during the steps (locust flow, requests sent and failed)")
+        for load in LOADS:
+            terminalreporter.write_line(load.line())

@@ -89,9 +89,16 @@ class Stack:
 
     def deploy(self, label: str, **extra_vars: object) -> Deploy:
         """Run the playbook against the VM, as `make deploy` does, logging to LOG_DIR."""
+        result = self.playbook("deploy.yml", label, **extra_vars)
+        if result.rc == 0 and "app_server" in extra_vars:
+            self.server = str(extra_vars["app_server"])
+        return result
+
+    def playbook(self, playbook: str, label: str, **extra_vars: object) -> Deploy:
+        """Run one of the project's playbooks against the VM, logging to LOG_DIR."""
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = LOG_DIR / f"{len(TIMINGS):02d}-{label}.log"
-        args = [str(ANSIBLE_PLAYBOOK), "-i", "configs/local", "deploy.yml"]
+        args = [str(ANSIBLE_PLAYBOOK), "-i", "configs/local", playbook]
         for key, value in extra_vars.items():
             # JSON keeps types: a dict stays a dict, 3 stays an int.
             args += ["-e", json.dumps({key: value})]
@@ -103,8 +110,6 @@ class Stack:
         log.write_text(output)
         result = Deploy(proc.returncode, output, seconds, log)
         TIMINGS.append((label, seconds, result.changed))
-        if proc.returncode == 0 and "app_server" in extra_vars:
-            self.server = str(extra_vars["app_server"])
         return result
 
     def warm_up(self, label: str) -> subprocess.CompletedProcess[str]:
@@ -231,3 +236,21 @@ class Stack:
         pattern = f"venv/bin/[{server[0]}]{server[1:]} "
         out = self.ssh(f"pgrep -f '{pattern}' || true").stdout
         return [int(pid) for pid in out.split()]
+
+    def master_pid(self) -> int:
+        return int(self.ssh("supervisorctl pid sample_app").stdout.strip())
+
+    def worker_pids(self) -> set[int]:
+        """The app server's workers as the OS sees them: children of the master."""
+        out = self.ssh(f"pgrep -P {self.master_pid()} || true").stdout
+        return {int(pid) for pid in out.split()}
+
+    def wait_for_respawn(self, old: set[int], count: int, seconds: float = 30) -> set[int]:
+        """The workers, once there are `count` again and not the `old` ones."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            if len(pids) == count and pids != old:
+                return pids
+            time.sleep(0.3)
+        raise AssertionError(f"no respawned worker after {seconds} s")

@@ -10,7 +10,6 @@ otherwise stop: the smoke run creates many times the limit's budget without one 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,9 +17,9 @@ import sys
 from pathlib import Path
 
 from conftest import DEPLOY_VARS, RATE_WINDOW
+from load import REPORT_LINE, RUN, env
 from stack import LOG_DIR, ROOT, Stack, secret
 
-RUN = ROOT / "loadtests" / "run.py"
 EXIT_THRESHOLDS = 3
 # Every request name of the flow scenario (tag smoke runs all its tasks).
 FLOW_NAMES = (
@@ -30,14 +29,6 @@ FLOW_NAMES = (
     "/healthz",
     "/openapi.json",
 )
-REPORT_LINE = re.compile(r"^run: exit (\d+) .*; reports in (\S+)$", re.M)
-
-
-def env() -> dict[str, str]:
-    """This shell's environment without anything that would change the run's defaults: the
-    target and secret are then the VM's, as `make loadtest` finds them."""
-    drop = {"CAPTCHA_ORACLE_SECRET", "CAPTCHA_ORACLE_SECRET_FILE", "LOCUST_THRESHOLDS"}
-    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 def loadtest(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], Path]:

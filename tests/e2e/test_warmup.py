@@ -4,29 +4,11 @@ warmed by the next warm-up, a failing init named."""
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
 from conftest import DEPLOY_VARS, EXTRA_INIT_SECONDS, WORKERS
 from stack import Stack
-
-
-def worker_pids(stack: Stack) -> set[int]:
-    """The app server's workers as the OS sees them: children of the master."""
-    master = stack.ssh("supervisorctl pid sample_app").stdout.strip()
-    out = stack.ssh(f"pgrep -P {master}").stdout
-    return {int(pid) for pid in out.split()}
-
-
-def wait_for_respawn(stack: Stack, old: set[int], seconds: float = 30) -> set[int]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        pids = worker_pids(stack)
-        if len(pids) == WORKERS and pids != old:
-            return pids
-        time.sleep(0.3)
-    raise AssertionError(f"no respawned worker after {seconds} s")
 
 
 def test_every_worker_is_warm_after_the_deploy(deployed: Stack):
@@ -36,7 +18,7 @@ def test_every_worker_is_warm_after_the_deploy(deployed: Stack):
     assert result.rc == 0, result.tail()
     workers = deployed.workers_status()
     assert sorted(workers) == list(range(1, WORKERS + 1))
-    assert {w["pid"] for w in workers.values()} == worker_pids(deployed)
+    assert {w["pid"] for w in workers.values()} == deployed.worker_pids()
     assert all(w["warm"] for w in workers.values()), workers
     # Each did the app's init itself, the extra CPU seconds included.
     assert all(w["init_seconds"] >= EXTRA_INIT_SECONDS for w in workers.values()), workers
@@ -49,10 +31,10 @@ def test_lazyinit_is_refused_to_other_clients(deployed: Stack):
 
 
 def test_the_next_warm_up_warms_a_respawned_worker(deployed: Stack):
-    before = worker_pids(deployed)
+    before = deployed.worker_pids()
     victim = deployed.workers_status()[2]["pid"]
     deployed.ssh(f"kill -{signal.SIGKILL.value} {victim}")
-    after = wait_for_respawn(deployed, before)
+    after = deployed.wait_for_respawn(before, WORKERS)
     (new_pid,) = after - before
 
     result = deployed.warm_up("after-kill")
@@ -66,12 +48,12 @@ def test_the_next_warm_up_warms_a_respawned_worker(deployed: Stack):
 
 def test_a_failing_init_fails_the_warm_up_and_names_the_worker(deployed: Stack):
     # The store is part of the init: with Redis down, a new worker cannot finish its init.
-    before = worker_pids(deployed)
+    before = deployed.worker_pids()
     victim = deployed.workers_status()[1]["pid"]
     deployed.ssh("systemctl stop redis-server")
     try:
         deployed.ssh(f"kill -{signal.SIGKILL.value} {victim}")
-        (new_pid,) = wait_for_respawn(deployed, before) - before
+        (new_pid,) = deployed.wait_for_respawn(before, WORKERS) - before
         result = deployed.warm_up("init-fails")
         assert result.returncode != 0
         output = result.stdout + result.stderr
