@@ -63,15 +63,20 @@ def test_a_new_version_reaches_every_worker_without_a_failed_request(
     assert_serving(deployed, after, version)
 
 
+def deploy_broken(stack: Stack, versions: Path, step: str, **extra: object):
+    """Deploy a version whose /healthz answers 500, under a load: the deploy and the load."""
+    version = f"0.3.0+{stack.server}.broken"
+    with BackgroundLoad(f"{stack.server}: {step}") as load:
+        result = deploy(
+            stack, f"{stack.server}-{step.replace(' ', '-')}",
+            app_sources=app_version(versions, version, break_health), **extra,
+        )  # fmt: skip
+    return result, load.stop()
+
+
 def test_a_version_failing_its_health_check_never_serves(deployed: Stack, versions: Path):
     serving = serving_release(deployed)
-    version = f"0.3.0+{deployed.server}.broken"
-    with BackgroundLoad(f"{deployed.server}: deploy a broken version") as load:
-        result = deploy(
-            deployed, f"{deployed.server}-broken",
-            app_sources=app_version(versions, version, break_health),
-        )  # fmt: skip
-    sent = load.stop()
+    result, sent = deploy_broken(deployed, versions, "broken version")
     assert result.rc != 0, result.tail()
     assert "failed its check before the switch" in result.output, result.tail()
     assert "answered 500" in result.output, result.tail()
@@ -85,14 +90,9 @@ def test_a_version_failing_after_the_switch_is_rolled_back(deployed: Stack, vers
     serves until its health check fails through nginx: the deploy then switches back and
     reloads again. Its captcha endpoints work, so only /healthz requests may fail meanwhile."""
     serving = serving_release(deployed)
-    version = f"0.3.0+{deployed.server}.broken"
-    with BackgroundLoad(f"{deployed.server}: broken version, rolled back") as load:
-        result = deploy(
-            deployed, f"{deployed.server}-rolled-back",
-            app_sources=app_version(versions, version, break_health),
-            release_canary_enabled=False,
-        )  # fmt: skip
-    sent = load.stop()
+    result, sent = deploy_broken(
+        deployed, versions, "broken version rolled back", release_canary_enabled=False
+    )
     assert result.rc != 0, result.tail()
     assert f"rolled back to release {serving}" in result.output, result.tail()
     assert sent.requests >= MIN_REQUESTS, sent.line()
