@@ -51,7 +51,15 @@ def all_warm_on_current(stack: Stack) -> bool:
     )
 
 
+def warm_up(stack: Stack, label: str) -> None:
+    result = stack.warm_up(f"{stack.server}-{label}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert all_warm_on_current(stack)
+
+
 def test_a_killed_worker_is_respawned_and_warm_again(deployed: Stack):
+    # Every worker warm first: an earlier test may have restarted the server.
+    warm_up(deployed, "before-worker-kill")
     before = deployed.worker_pids()
     victim = deployed.workers_status()[2]["pid"]
     with BackgroundLoad(f"{deployed.server}: SIGKILL a worker") as load:
@@ -87,9 +95,7 @@ def test_a_killed_master_is_restarted_by_supervisor(deployed: Stack):
     assert not alive.split(), alive
     # The restart started every worker at once: those that found the init slot taken are
     # warmed by the next warm-up, as after any restart.
-    result = deployed.warm_up(f"{deployed.server}-after-master-kill")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert all_warm_on_current(deployed)
+    warm_up(deployed, "after-master-kill")
 
 
 def test_redis_stopped_answers_503_and_recovers_without_a_restart(deployed: Stack):
