@@ -13,7 +13,9 @@ import pytest
 
 from load import BackgroundLoad
 from releases import (
+    CURRENT,
     ORIGINAL_VERSION,
+    RELEASES,
     app_version,
     assert_serving,
     deploy,
@@ -144,3 +146,20 @@ def test_make_rollback_goes_back_and_a_second_one_undoes_it(deployed: Stack):
     assert sent.failures == 0, sent.failure_messages()
     assert serving_release(deployed) == original
     assert_serving(deployed, original, ORIGINAL_VERSION)
+
+
+def test_a_deploy_reloads_workers_an_interrupted_one_left_behind(deployed: Stack):
+    """An interrupted deploy may have switched the link but not reloaded: the next one finds
+    the link right and the workers on another release, and reloads them."""
+    serving = serving_release(deployed)
+    back = deployed.playbook("rollback.yml", f"{deployed.server}-rollback-to-interrupt")
+    assert back.rc == 0, back.tail()
+    behind = serving_release(deployed)
+    deployed.ssh(f"ln -sfn {RELEASES}/{serving} {CURRENT}")  # the link only, no reload
+    with BackgroundLoad(f"{deployed.server}: deploy after an interrupted one") as load:
+        result = deploy(deployed, f"{deployed.server}-after-interrupted")
+    assert result.rc == 0, result.tail()
+    sent = load.stop()
+    assert sent.failures == 0, sent.failure_messages()
+    assert behind != serving
+    assert_serving(deployed, serving, ORIGINAL_VERSION)
