@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Mapping
 
+from wsgiprobe import workers
 from wsgiprobe.appspec import WSGIApp, app_from_environment
 from wsgiprobe.envvars import env_flag
 from wsgiprobe.lazyinit_wsgi import LazyInitMiddleware
@@ -15,6 +16,8 @@ from wsgiprobe.profiler import ProfilingMiddleware, settings_from_environment
 
 
 def build_application(environ: Mapping[str, str] = os.environ) -> WSGIApp:
+    if workers.worker_index() is not None:
+        workers.die_with_parent()  # a worker of an app server: it ends with its master
     app = app_from_environment(environ)
     profiler = settings_from_environment(environ)
     if profiler is not None:

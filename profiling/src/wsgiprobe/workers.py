@@ -11,9 +11,12 @@ Also the small file and process helpers the toolkit's worker records share (``pi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import json
 import os
+import signal
+import sys
 import tempfile
 from typing import Any
 
@@ -82,3 +85,24 @@ def write_json_atomic(path: str, data: object) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Have the kernel send this process ``sig`` when its parent dies (Linux only; whether it
+    is set). A worker whose master was killed must not live on: uWSGI workers that share
+    pipes with a respawned sibling keep each other from noticing, and serve nobody while they
+    hold memory, init slots and pdb ports. SIGTERM lets the request in flight finish."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() == 1:  # the parent died before the call: nobody will send it
+        os.kill(os.getpid(), sig)
+    return True
