@@ -146,9 +146,8 @@ class LazyInitMiddleware:
 
     def initialise_now(self) -> bool:
         """Run the pending inits now (at app load); whether the worker is warm after it."""
-        outcome = self._run_inits(lambda text: print(text, end="", file=sys.stderr, flush=True))
-        if not isinstance(outcome, list):
-            self._save_state()  # the worker is listed cold, with its error, from the start
+        # _run_inits saves the state whatever happens: a cold worker is listed, with its error.
+        self._run_inits(lambda text: print(text, end="", file=sys.stderr, flush=True))
         return not self.registry.pending()
 
     def _run_inits(self, log: Callable[[str], None]) -> list[str] | str | object:
