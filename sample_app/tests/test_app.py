@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 from flask import Flask, session
 
@@ -81,3 +83,9 @@ def test_sessions_still_work(tmp_path):
     assert [client.get("/count").text for _ in range(3)] == ["1", "2", "3"]
     cookie = client.get_cookie("session")
     assert cookie.same_site == "Lax" and not cookie.secure
+
+
+def test_healthz_names_the_host_that_answered(sqlite_client):
+    # Behind a load balancer, tells which app host served the request.
+    body = sqlite_client.get("/healthz").get_json()
+    assert body["host"] == socket.gethostname()

@@ -89,11 +89,12 @@ SCHEMAS: dict[str, Any] = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "store", "version"],
+        "required": ["status", "store", "version", "host"],
         "properties": {
             "status": {"enum": ["ok", "degraded"]},
             "store": {"enum": ["ok", "unavailable"]},
             "version": {"type": "string"},
+            "host": {"type": "string", "description": "The app host that answered"},
         },
     },
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 from flask import Blueprint, Response, jsonify, render_template
 
@@ -20,9 +21,11 @@ def index() -> str:
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    # Cheap enough for a load balancer to poll: one round trip to the store.
+    # Cheap enough for a load balancer to poll: one round trip to the store. `host` names the
+    # app host that answered, behind a load balancer too.
+    host = socket.gethostname()
     try:
         current().store.ping()
     except StoreUnavailable:
-        return jsonify(status="degraded", store="unavailable", version=__version__), 503
-    return jsonify(status="ok", store="ok", version=__version__), 200
+        return jsonify(status="degraded", store="unavailable", version=__version__, host=host), 503
+    return jsonify(status="ok", store="ok", version=__version__, host=host), 200
