@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 
 from nspawnvm import commands
 from nspawnvm.cli import parse_args
-from nspawnvm.commands import cmd_ssh, has_stale_state, machine_status, up_action
+from nspawnvm.commands import (
+    changed_settings,
+    cmd_ssh,
+    has_stale_state,
+    machine_status,
+    up_action,
+)
 
 # --- status and up decisions ------------------------------------------------------------------
 
@@ -40,6 +47,14 @@ def test_stale_state_means_state_without_process(make_state) -> None:
 )
 def test_up_action(nspawn: bool, init: bool, ssh: bool, expected: str) -> None:
     assert up_action(nspawn, init, ssh) == expected
+
+
+def test_changed_settings_of_a_running_vm(make_state, machine) -> None:
+    assert changed_settings(make_state(), machine) == []
+    bridged = replace(machine, bridge="br-lab", index=2)
+    assert changed_settings(make_state(), bridged) == ["bridge none, not br-lab", "index 1, not 2"]
+    lab2 = make_state(bridge="br-lab", index=2, subnet="10.231.6.0/24")
+    assert changed_settings(lab2, bridged) == ["subnet 10.231.6.0/24, not 10.231.7.0/24"]
 
 
 # --- ssh --------------------------------------------------------------------------------------

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
+from nspawnvm.config import Machine
 from nspawnvm.network import (
+    bridge_comment,
+    bridge_is_ours,
+    bridge_mac,
+    bridge_peer_problems,
     iptables_nat,
     nat_rule_spec,
     parse_resolvers,
@@ -36,6 +42,13 @@ IPTABLES_S = """\
 -A POSTROUTING -s 10.231.7.0/24 ! -o ve-lvtest -m comment --comment "localvm:lvtest" -j MASQUERADE
 -A POSTROUTING -s 10.231.8.0/24 ! -o ve-lvtest2 -m comment --comment "localvm:lvtest2" -j MASQUERADE
 -A POSTROUTING -s 10.231.5.0/24 ! -o ve-lvtest -m comment --comment "localvm:lvtest" -j MASQUERADE
+-A POSTROUTING -s 10.231.6.0/24 ! -o br-hx -m comment --comment "localvm:bridge:br-hx" -j MASQUERADE
+"""
+# A lab of two VMs on br-lab beside the routes above.
+LAB_ROUTES = """\
+10.231.6.0/24 dev br-lab proto kernel scope link src 10.231.6.1
+local 10.231.6.1 dev br-lab table local proto kernel scope host src 10.231.6.1
+broadcast 10.231.6.255 dev br-lab table local proto kernel scope link src 10.231.6.1
 """
 
 
@@ -59,6 +72,15 @@ def test_no_conflict_for_a_free_subnet() -> None:
 def test_own_interface_routes_are_not_conflicts() -> None:
     routes = parse_routes(IP_ROUTES)
     assert subnet_conflicts(IPv4Network("10.231.7.0/24"), routes, [], "ve-lvtest") == []
+
+
+def test_own_bridge_routes_are_not_conflicts() -> None:
+    routes = parse_routes(IP_ROUTES + LAB_ROUTES)
+    lab3 = Machine("lab3", IPv4Network("10.231.6.0/24"), bridge="br-lab", index=3)
+    assert subnet_conflicts(lab3.subnet, routes, [], lab3.host_iface) == []
+    # The same subnet on another bridge or a veth collides with the lab.
+    problems = subnet_conflicts(lab3.subnet, routes, [], "br-other")
+    assert problems == ["route 10.231.6.0/24 dev br-lab"]
 
 
 def test_another_vms_subnet_is_a_conflict() -> None:
@@ -141,3 +163,55 @@ def test_rules_with_comment_finds_exactly_ours(machine) -> None:
 def test_rules_with_comment_ignores_other_rules() -> None:
     assert rules_with_comment(IPTABLES_S, "localvm:devvm") == []
     assert rules_with_comment("-P POSTROUTING ACCEPT\n", "localvm:lvtest") == []
+
+
+def test_nat_rule_spec_for_a_bridge_is_the_bridges(machine) -> None:
+    lab2 = replace(machine, name="lab2", bridge="br-lab", index=2)
+    lab3 = replace(machine, name="lab3", bridge="br-lab", index=3)
+    spec = nat_rule_spec(lab2)
+    assert spec == [
+        "POSTROUTING", "-s", "10.231.7.0/24", "!", "-o", "br-lab",
+        "-m", "comment", "--comment", "localvm:bridge:br-lab", "-j", "MASQUERADE",
+    ]  # fmt: skip
+    assert nat_rule_spec(lab3) == spec  # one rule for all the VMs of the bridge
+    assert bridge_comment("br-lab") == "localvm:bridge:br-lab"
+
+
+def test_rules_with_comment_finds_the_bridge_rule() -> None:
+    found = rules_with_comment(IPTABLES_S, bridge_comment("br-hx"))
+    hx1 = Machine("hx1", IPv4Network("10.231.6.0/24"), bridge="br-hx")
+    assert found == [nat_rule_spec(hx1)]
+    # Exactly the bridge's comment: not a VM's own, nor another bridge's sharing a prefix.
+    assert rules_with_comment(IPTABLES_S, "localvm:br-hx") == []
+    assert rules_with_comment(IPTABLES_S, bridge_comment("br-h")) == []
+
+
+# --- bridges ----------------------------------------------------------------------------------
+
+
+def test_bridge_mac_is_stable_local_unicast() -> None:
+    mac = bridge_mac("br-lab")
+    assert mac == bridge_mac("br-lab")
+    assert mac != bridge_mac("br-lab2")
+    first = int(mac.split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01  # locally administered, unicast
+    assert len(mac.split(":")) == 6
+
+
+def test_only_a_bridge_tagged_by_localvm_is_ours() -> None:
+    assert bridge_is_ours("localvm:bridge:br-lab\n", "br-lab")
+    assert not bridge_is_ours("localvm:bridge:br-lab\n", "br-lab2")
+    assert not bridge_is_ours("\n", "br-lab")
+    assert not bridge_is_ours(None, "br-lab")
+
+
+def test_bridge_peer_problems(make_state) -> None:
+    lab3 = Machine("lab3", IPv4Network("10.231.6.0/24"), bridge="br-lab", index=3)
+    lab1 = make_state(name="lab1", subnet="10.231.6.0/24", vm_address="10.231.6.2", index=1)
+    assert bridge_peer_problems(lab3, [lab1]) == []
+    clash = make_state(name="lab9", subnet="10.231.6.0/24", vm_address="10.231.6.4", index=3)
+    assert bridge_peer_problems(lab3, [lab1, clash]) == [
+        "lab9 runs there with the same address 10.231.6.4"
+    ]
+    elsewhere = make_state(name="old1", subnet="10.231.9.0/24", vm_address="10.231.9.4")
+    assert bridge_peer_problems(lab3, [elsewhere]) == ["old1 runs there on 10.231.9.0/24"]

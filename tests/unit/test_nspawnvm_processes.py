@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from nspawnvm.processes import (
@@ -20,6 +22,14 @@ def test_nspawn_command(machine) -> None:
     assert cmd[cmd.index("-M") + 1] == "lvtest"
     for flag in ("-b", "--register=no", "--keep-unit", "--network-veth"):
         assert flag in cmd
+    assert is_nspawn_for(cmd, machine.rootfs)
+
+
+def test_nspawn_command_on_a_bridge(machine) -> None:
+    cmd = nspawn_command(replace(machine, bridge="br-lab", index=2))
+    assert "--network-bridge=br-lab" in cmd
+    assert "--network-veth" not in cmd
+    assert cmd[cmd.index("-M") + 1] == "lvtest"  # the container still sees host0
     assert is_nspawn_for(cmd, machine.rootfs)
 
 

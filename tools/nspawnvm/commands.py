@@ -1,6 +1,6 @@
 """What each subcommand does: up (reuse, repair, restart or boot the VM), stop, destroy,
 status, address, ssh-config and ssh. Each handler takes the Machine and the parsed options and
-returns the exit status.
+returns the exit status; bring_up is `up` without its summary, for the lab too.
 """
 
 from __future__ import annotations
@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from .config import Machine, VMState, read_state, write_state
+from .config import LOCK_ROOT, Machine, VMState, read_state, write_state
 from .errors import LocalVMError, say
-from .host import tool_env
+from .host import file_lock, tool_env
 from .network import (
     IP_FORWARD,
+    bridge_lock,
+    check_bridge_peers,
     check_subnet_free,
     clean_host_side,
     enable_forwarding,
@@ -33,6 +36,11 @@ from .processes import (
 )
 from .rootfs import configure_for_boot, create_rootfs, remove_tree
 from .ssh import ssh_command, ssh_works, wait_for_ssh
+
+
+def vm_lock(machine: Machine) -> AbstractContextManager[None]:
+    """Serialise the runs that change one VM's host state (up, stop, destroy)."""
+    return file_lock(LOCK_ROOT / f"{machine.name}.lock", machine.name)
 
 
 def machine_status(nspawn_alive: bool, rootfs_exists: bool) -> str:
@@ -57,7 +65,27 @@ def up_action(nspawn_alive: bool, init_alive: bool, ssh_ok: bool) -> str:
     return "boot"
 
 
+def changed_settings(state: VMState, machine: Machine) -> list[str]:
+    """What a running VM's recorded network differs in from the one asked for."""
+    recorded = (state.subnet, state.bridge or "none", state.index)
+    wanted = (str(machine.subnet), machine.bridge or "none", machine.index)
+    return [
+        f"{what} {was}, not {want}"
+        for what, was, want in zip(("subnet", "bridge", "index"), recorded, wanted, strict=True)
+        if was != want
+    ]
+
+
 def start_vm(machine: Machine) -> VMState:
+    # The bridge's lock spans its set-up and the boot: a VM leaving the bridge meanwhile must
+    # see this one running (its state file) before it decides to delete the bridge.
+    with bridge_lock(machine.bridge):
+        if machine.bridge:
+            set_up_host_side(machine)
+        return boot_and_record(machine)
+
+
+def boot_and_record(machine: Machine) -> VMState:
     say(f"booting {machine.name} (console log: {machine.console_log})...")
     pid = boot(machine)
     state = VMState(
@@ -71,6 +99,8 @@ def start_vm(machine: Machine) -> VMState:
         forwarding_was=IP_FORWARD.read_text().strip(),
         nat_rule=[],
         started_at=time.time(),
+        bridge=machine.bridge,
+        index=machine.index,
     )
     # Recorded at once, so that a failure below still leaves something for stop/destroy.
     write_state(machine.state_file, state)
@@ -94,27 +124,34 @@ def print_summary(machine: Machine, started: float) -> None:
 
 def cmd_up(machine: Machine, args: argparse.Namespace) -> int:
     started = time.monotonic()
+    bring_up(machine, args)
+    print_summary(machine, started)
+    return 0
+
+
+def bring_up(machine: Machine, args: argparse.Namespace) -> None:
+    """Reuse, repair, restart or boot the VM until SSH works."""
     state = read_state(machine.state_file)
     nspawns, inits = nspawn_pids(machine), container_init_pids(machine)
-    if (nspawns or inits) and state and state.subnet != str(machine.subnet):
+    changed = changed_settings(state, machine) if (nspawns or inits) and state else []
+    if changed:
         raise LocalVMError(
-            f"{machine.name} is running on {state.subnet}, not {machine.subnet}: "
-            "stop it first to change its subnet"
+            f"{machine.name} is running with {'; '.join(changed)}: "
+            "stop it first to change its network"
         )
     action = up_action(bool(nspawns), bool(inits), bool(nspawns or inits) and ssh_works(machine))
     if action == "reuse":
         orphan = "" if nspawns else " (its systemd-nspawn process is gone; stop still works)"
         say(f"{machine.name} is already running and reachable{orphan}")
-        print_summary(machine, started)
-        return 0
+        return
     if action == "repair":
         say(f"{machine.name} is running but not reachable yet: setting up the host side again")
-        set_up_host_side(machine)
-        enable_forwarding(machine)
-        ensure_nat_rule(machine)
+        with bridge_lock(machine.bridge):
+            set_up_host_side(machine)
+            enable_forwarding(machine)
+            ensure_nat_rule(machine)
         wait_for_ssh(machine, nspawns[0])
-        print_summary(machine, started)
-        return 0
+        return
     if action == "restart":
         say(f"{machine.name} lost its systemd-nspawn process and is unreachable: restarting it")
         stop_container(machine)
@@ -122,6 +159,7 @@ def cmd_up(machine: Machine, args: argparse.Namespace) -> int:
         say(f"{machine.name} is gone but left host state behind: cleaning it up")
     clean_host_side(machine, state)
     check_subnet_free(machine)
+    check_bridge_peers(machine)
     machine.dir.mkdir(parents=True, exist_ok=True)
     machine.dir.chmod(0o700)
     if not machine.rootfs.exists():
@@ -130,8 +168,6 @@ def cmd_up(machine: Machine, args: argparse.Namespace) -> int:
     state = start_vm(machine)
     wait_for_ssh(machine, state.nspawn_pid)
     say(f"{machine.name} is up")
-    print_summary(machine, started)
-    return 0
 
 
 def cmd_stop(machine: Machine, _args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
-"""What identifies one VM: its name and subnet, the addresses derived from the subnet, the
-paths of its files under /var/lib/localvm/NAME (Machine), and the state file recording what
-`up` set up on the host (VMState).
+"""What identifies one VM: its name, subnet, optional bridge and index on it, the addresses
+derived from them, the paths of its files under /var/lib/localvm/NAME (Machine), and the state
+file recording what `up` set up on the host (VMState).
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable
+from dataclasses import MISSING, asdict, dataclass, fields
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -21,6 +22,7 @@ LOCK_ROOT = Path("/run/localvm")
 # nspawn derives the host interface name ve-NAME from the machine name and truncates it to the
 # kernel's 15 characters: a short name keeps the interface name predictable.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,10}$")
+BRIDGE_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 
 
 def validate_name(name: str) -> str:
@@ -28,6 +30,15 @@ def validate_name(name: str) -> str:
         raise LocalVMError(
             f"invalid VM name {name!r}: use 1-11 characters, a-z, 0-9 and '-', "
             "starting with a letter (the host interface ve-NAME must fit in 15 characters)"
+        )
+    return name
+
+
+def validate_bridge(name: str) -> str:
+    if not BRIDGE_RE.fullmatch(name):
+        raise LocalVMError(
+            f"invalid bridge name {name!r}: use 1-15 characters, a-z, 0-9 and '-', "
+            "starting with a letter (the kernel's limit for an interface name)"
         )
     return name
 
@@ -46,9 +57,25 @@ def parse_subnet(text: str) -> IPv4Network:
     return subnet
 
 
-def derive_addresses(subnet: IPv4Network) -> tuple[IPv4Address, IPv4Address]:
-    """The host side takes the first host address of the subnet, the VM the second."""
-    return subnet.network_address + 1, subnet.network_address + 2
+def max_index(subnet: IPv4Network) -> int:
+    """The highest VM index: every host address but the host side's."""
+    return subnet.num_addresses - 2 - 1
+
+
+def validate_index(index: int, subnet: IPv4Network) -> int:
+    if not 1 <= index <= max_index(subnet):
+        raise LocalVMError(
+            f"invalid VM index {index} for subnet {subnet}: use 1 to {max_index(subnet)} "
+            "(VM k gets the subnet's address .k+1, the host side keeps .1)"
+        )
+    return index
+
+
+def derive_addresses(subnet: IPv4Network, index: int = 1) -> tuple[IPv4Address, IPv4Address]:
+    """The host side takes the first host address of the subnet, the VM of index k the (k+1)th:
+    VMs sharing a bridge (and so a subnet) each get their own address."""
+    validate_index(index, subnet)
+    return subnet.network_address + 1, subnet.network_address + 1 + index
 
 
 @dataclass(frozen=True)
@@ -56,21 +83,34 @@ class Machine:
     name: str
     subnet: IPv4Network
     state_root: Path = STATE_ROOT
+    # On a bridge, several VMs share the subnet: index k gives the VM the address .k+1.
+    bridge: str | None = None
+    index: int = 1
+
+    def __post_init__(self) -> None:
+        validate_index(self.index, self.subnet)
 
     @property
     def host_address(self) -> IPv4Address:
-        return derive_addresses(self.subnet)[0]
+        return derive_addresses(self.subnet, self.index)[0]
 
     @property
     def vm_address(self) -> IPv4Address:
-        return derive_addresses(self.subnet)[1]
+        return derive_addresses(self.subnet, self.index)[1]
 
     @property
     def iface(self) -> str:
-        return f"ve-{self.name}"
+        """The host end of the VM's veth, named by nspawn (vb- when it joins a bridge)."""
+        return f"{'vb' if self.bridge else 've'}-{self.name}"
+
+    @property
+    def host_iface(self) -> str:
+        """Where the host address lives and what the NAT rule leaves alone: bridge or veth."""
+        return self.bridge or self.iface
 
     @property
     def nat_comment(self) -> str:
+        """The VM's own tag: its NAT rule when it has a veth of its own, its SSH key."""
         return f"localvm:{self.name}"
 
     @property
@@ -114,6 +154,9 @@ class VMState:
     forwarding_was: str
     nat_rule: list[str]
     started_at: float
+    # Absent from the state files of older versions: a veth VM of index 1.
+    bridge: str | None = None
+    index: int = 1
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -122,10 +165,20 @@ class VMState:
     def from_json(cls, text: str) -> VMState:
         try:
             data = json.loads(text)
-            state = cls(**{f.name: data[f.name] for f in fields(cls)})
+            state = cls(
+                **{
+                    f.name: data[f.name] if f.default is MISSING else data.get(f.name, f.default)
+                    for f in fields(cls)
+                }
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise LocalVMError(f"unreadable state: {exc!r}") from None
-        if not isinstance(state.nspawn_pid, int) or not isinstance(state.nat_rule, list):
+        if (
+            not isinstance(state.nspawn_pid, int)
+            or not isinstance(state.nat_rule, list)
+            or not isinstance(state.bridge, str | None)
+            or not isinstance(state.index, int)
+        ):
             raise LocalVMError("unreadable state: wrong field types")
         return state
 
@@ -145,3 +198,19 @@ def read_state(path: Path) -> VMState | None:
     except LocalVMError as exc:
         say(f"ignoring {path}: {exc}")
         return None
+
+
+def running_peers(
+    name: str | None, bridge: str, recorded: Iterable[tuple[VMState, bool]]
+) -> list[VMState]:
+    """The VMs other than `name` on `bridge` that still run, from every recorded VM and whether
+    it runs.
+
+    While there is one, the bridge and its NAT rule stay; a state file that outlived its VM
+    does not count.
+    """
+    return [
+        state
+        for state, running in recorded
+        if running and state.bridge == bridge and state.name != name
+    ]

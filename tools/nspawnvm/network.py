@@ -1,20 +1,22 @@
 """The host side of the VM's network: checking that the subnet collides with no host route
-or resolver, the host address on the veth ve-NAME, the NAT rule (found by its comment
-localvm:NAME), and net.ipv4.ip_forward, turned off again only by whoever turned it on.
+or resolver, the host address on the veth ve-NAME or on the bridge the VM joins, the NAT rule
+(found by its comment: localvm:NAME, or localvm:bridge:BRIDGE shared by the VMs of a bridge),
+and net.ipv4.ip_forward, turned off again only by whoever turned it on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from .config import Machine, VMState
+from .config import LOCK_ROOT, Machine, VMState, running_peers
 from .errors import LocalVMError, say
-from .host import run
-from .processes import other_vms_running
+from .host import file_lock, run
+from .processes import other_vms_running, recorded_vms
 
 ROUTE_TYPES = frozenset(
     {"unicast", "local", "broadcast", "multicast", "throw", "unreachable", "prohibit", "blackhole"}
@@ -57,7 +59,8 @@ def subnet_conflicts(
     resolvers: Sequence[IPv4Address],
     own_iface: str,
 ) -> list[str]:
-    """Why `subnet` would shadow part of the host's network (our own ve-NAME excepted)."""
+    """Why `subnet` would shadow part of the host's network (our own ve-NAME or bridge excepted:
+    a lab's bridge carries the subnet while its first VMs run)."""
     reported: list[tuple[IPv4Network, str | None]] = []
     # Widest first, so that the local-table /32s of an interface already named are not repeated.
     for dest, dev in sorted(routes, key=lambda route: route[0].prefixlen):
@@ -76,7 +79,7 @@ def check_subnet_free(machine: Machine) -> None:
         resolv = Path("/etc/resolv.conf").read_text()
     except OSError:
         resolv = ""
-    problems = subnet_conflicts(machine.subnet, routes, parse_resolvers(resolv), machine.iface)
+    problems = subnet_conflicts(machine.subnet, routes, parse_resolvers(resolv), machine.host_iface)
     if problems:
         raise LocalVMError(
             f"subnet {machine.subnet} collides with the host's network ({'; '.join(problems)}): "
@@ -88,18 +91,103 @@ def link_exists(iface: str) -> bool:
     return Path("/sys/class/net", iface).exists()
 
 
+def bridge_comment(bridge: str) -> str:
+    """Tags the bridge's NAT rule and the bridge itself (its alias): what localvm may remove."""
+    return f"localvm:bridge:{bridge}"
+
+
+def bridge_mac(bridge: str) -> str:
+    """A fixed, locally administered MAC for the bridge, derived from its name.
+
+    Without one the kernel gives the bridge the lowest MAC of its ports, which changes as VMs
+    join and leave: the VMs' ARP entry for their gateway would go stale each time.
+    """
+    digest = hashlib.sha256(bridge.encode()).digest()
+    return ":".join(f"{byte:02x}" for byte in (0x02, *digest[:5]))
+
+
+def bridge_is_ours(alias: str | None, bridge: str) -> bool:
+    return alias is not None and alias.strip() == bridge_comment(bridge)
+
+
+def read_alias(iface: str) -> str | None:
+    try:
+        return Path("/sys/class/net", iface, "ifalias").read_text()
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def bridge_lock(bridge: str | None) -> Iterator[None]:
+    """Serialise the VMs of one bridge while they set it up or decide to remove it."""
+    if bridge is None:
+        yield
+        return
+    with file_lock(LOCK_ROOT / "bridges" / f"{bridge}.lock", f"bridge {bridge}"):
+        yield
+
+
+def set_up_bridge(machine: Machine) -> None:
+    """The bridge with the host address, made before nspawn, which only joins an existing one."""
+    bridge = machine.bridge
+    assert bridge is not None
+    if not link_exists(bridge):
+        say(f"creating bridge {bridge}")
+        run(["ip", "link", "add", bridge, "address", bridge_mac(bridge), "type", "bridge"])
+        run(["ip", "link", "set", bridge, "alias", bridge_comment(bridge)])
+    elif not bridge_is_ours(read_alias(bridge), bridge):
+        raise LocalVMError(
+            f"interface {bridge} exists and was not made by localvm: pick another --bridge"
+        )
+    prefix = machine.subnet.prefixlen
+    run(["ip", "addr", "replace", f"{machine.host_address}/{prefix}", "dev", bridge])
+    run(["ip", "link", "set", bridge, "up"])
+
+
 def set_up_host_side(machine: Machine) -> None:
+    if machine.bridge:
+        set_up_bridge(machine)
+        # nspawn put the veth on the bridge; this repairs it if the bridge was made anew since.
+        if link_exists(machine.iface):
+            run(["ip", "link", "set", machine.iface, "master", machine.bridge, "up"])
+        return
     # The veth is recreated at each boot, so its host address is too.
     prefix = machine.subnet.prefixlen
     run(["ip", "addr", "replace", f"{machine.host_address}/{prefix}", "dev", machine.iface])
     run(["ip", "link", "set", machine.iface, "up"])
 
 
+def bridge_peer_problems(machine: Machine, peers: Sequence[VMState]) -> list[str]:
+    """Why `machine` cannot join its bridge beside the VMs running there."""
+    problems = []
+    for peer in peers:
+        if peer.subnet != str(machine.subnet):
+            problems.append(f"{peer.name} runs there on {peer.subnet}")
+        elif peer.vm_address == str(machine.vm_address):
+            problems.append(f"{peer.name} runs there with the same address {peer.vm_address}")
+    return problems
+
+
+def check_bridge_peers(machine: Machine) -> None:
+    if machine.bridge is None:
+        return
+    peers = running_peers(machine.name, machine.bridge, recorded_vms(machine.state_root))
+    problems = bridge_peer_problems(machine, peers)
+    if problems:
+        raise LocalVMError(
+            f"{machine.name} cannot join bridge {machine.bridge} as {machine.vm_address} on "
+            f"{machine.subnet}: {'; '.join(problems)}"
+        )
+
+
 def nat_rule_spec(machine: Machine) -> list[str]:
+    """The VM's NAT rule, or its bridge's: one for all the VMs there, whose traffic between
+    them stays on the bridge and keeps its addresses (`! -o`)."""
+    comment = bridge_comment(machine.bridge) if machine.bridge else machine.nat_comment
     # fmt: off
     return [
-        "POSTROUTING", "-s", str(machine.subnet), "!", "-o", machine.iface,
-        "-m", "comment", "--comment", machine.nat_comment, "-j", "MASQUERADE",
+        "POSTROUTING", "-s", str(machine.subnet), "!", "-o", machine.host_iface,
+        "-m", "comment", "--comment", comment, "-j", "MASQUERADE",
     ]
 
 
@@ -132,9 +220,9 @@ def ensure_nat_rule(machine: Machine) -> list[str]:
     return spec
 
 
-def remove_nat_rules(machine: Machine) -> None:
+def remove_nat_rules(comment: str) -> None:
     listing = run(iptables_nat("-S", ["POSTROUTING"])).stdout
-    for spec in rules_with_comment(listing, machine.nat_comment):
+    for spec in rules_with_comment(listing, comment):
         say(f"removing NAT rule {shlex.join(spec)}")
         run(iptables_nat("-D", spec))
 
@@ -173,10 +261,37 @@ def restore_forwarding(machine: Machine, state: VMState | None) -> None:
         marker.unlink(missing_ok=True)
 
 
+def remove_bridge(bridge: str) -> None:
+    """The bridge's NAT rule and the bridge itself (if localvm made it): call it for the last
+    VM there, under its bridge_lock."""
+    remove_nat_rules(bridge_comment(bridge))
+    if link_exists(bridge):
+        if bridge_is_ours(read_alias(bridge), bridge):
+            say(f"deleting bridge {bridge}")
+            run(["ip", "link", "del", bridge])
+        else:
+            say(f"leaving {bridge} alone: localvm did not make it")
+
+
+def release_bridge(bridge: str, leaving: str | None, state_root: Path) -> None:
+    """Remove the bridge and its NAT rule unless a VM there other than `leaving` still runs."""
+    with bridge_lock(bridge):
+        if not running_peers(leaving, bridge, recorded_vms(state_root)):
+            remove_bridge(bridge)
+
+
 def clean_host_side(machine: Machine, state: VMState | None) -> None:
-    """Undo what `up` did on the host; safe to repeat and safe after the VM died on its own."""
-    remove_nat_rules(machine)
-    if link_exists(machine.iface):
+    """Undo what `up` did on the host; safe to repeat and safe after the VM died on its own.
+
+    What the state file recorded wins over the options (`stop` of a VM on a bridge needs no
+    --bridge); without one, the options tell.
+    """
+    remove_nat_rules(machine.nat_comment)
+    bridge = state.bridge if state else machine.bridge
+    if bridge:
+        # The veth (vb-NAME) went with the container; the bridge goes with the last VM on it.
+        release_bridge(bridge, machine.name, machine.state_root)
+    elif link_exists(machine.iface):
         prefix = machine.subnet.prefixlen
         address = state.host_address if state else str(machine.host_address)
         if state:

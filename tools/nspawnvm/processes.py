@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +25,8 @@ T = TypeVar("T")
 
 def nspawn_command(machine: Machine) -> list[str]:
     # No host system bus here: --register=no --keep-unit keep nspawn from asking machined/systemd.
+    # On a bridge the container still sees host0; the host end (vb-NAME) joins the bridge.
+    network = f"--network-bridge={machine.bridge}" if machine.bridge else "--network-veth"
     return [
         "systemd-nspawn",
         "-D",
@@ -31,7 +34,7 @@ def nspawn_command(machine: Machine) -> list[str]:
         "-b",
         "--register=no",
         "--keep-unit",
-        "--network-veth",
+        network,
         "-M",
         machine.name,
         "--console=passive",
@@ -158,6 +161,17 @@ def other_vms_running(machine: Machine) -> bool:
             if other.container_pid1 in inits:
                 return True
     return False
+
+
+def recorded_vms(state_root: Path) -> list[tuple[VMState, bool]]:
+    """Every VM with a readable state file under state_root, and whether it runs."""
+    found = []
+    for state_file in sorted(state_root.glob("*/state.json")):
+        with contextlib.suppress(OSError, ValueError, LocalVMError):
+            state = VMState.from_json(state_file.read_text())
+            machine = Machine(state_file.parent.name, IPv4Network(state.subnet), state_root)
+            found.append((state, vm_running(machine)))
+    return found
 
 
 def boot(machine: Machine) -> int:
