@@ -8,17 +8,32 @@ VENV ?= .venv
 PYTHON ?= python3
 export LOCALVM_NAME ?= flaskvm
 export LOCALVM_SUBNET ?= 10.231.0.0/24
+# make vm N=3: a lab of N VMs LAB1..LABN on one bridge br-LAB and subnet, beside the single VM;
+# vm-stop/vm-destroy/vm-status N=... act on the lab (stop and destroy: all its VMs).
+N ?=
+LAB ?= $(or $(LOCALVM_LAB),lab)
+LAB_SUBNET ?= $(or $(LOCALVM_LAB_SUBNET),10.231.2.0/24)
+# Exported so that an inventory can name the lab's VMs.
+export LOCALVM_LAB := $(LAB)
+export LOCALVM_LAB_SUBNET := $(LAB_SUBNET)
 # The end-to-end tests boot a VM of their own, beside any VM you work with.
 E2E_VM_NAME ?= flasktest
 E2E_VM_SUBNET ?= 10.231.1.0/24
+# ...and a lab of their own for the scale-out tests (configs/lab).
+E2E_LAB ?= e2elab
+E2E_LAB_SUBNET ?= 10.231.4.0/24
 # Local port of `make profiler`'s tunnel.
 PROFILER_PORT ?= 8081
 # Worker of `make pdb`, 1-based; POKE=1 sends requests to wake an idle one.
 WORKER ?= 1
 POKE ?=
+# The inventory host of `make pdb` and `make profiler` (default: the first app host); for
+# `make loadtest`, HOST is the target URL instead.
+HOST ?=
 
 BIN := $(VENV)/bin
 LOCALVM := $(PYTHON) tools/localvm.py
+LOCALVM_LAB_CMD := $(LOCALVM) --name $(LAB) --subnet $(LAB_SUBNET) lab
 PLAYBOOK := ANSIBLE_CONFIG=ansible.cfg $(BIN)/ansible-playbook -i configs/$(ENV)
 DEPLOY_VARS := $(if $(APP_SERVER),-e app_server=$(APP_SERVER)) $(ARGS)
 # make loadtest / loadtest-ui (loadtests/README.md): a variable left empty keeps run.py's and
@@ -44,20 +59,20 @@ $(VENV)/.installed: requirements-dev.txt sample_app/pyproject.toml profiling/pyp
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@touch $@
 
-vm: ## Boot the local VM (idempotent: reuses a running one)
-	@$(LOCALVM) up
+vm: ## Boot the local VM, or with N=3 a lab of 3 VMs on one bridge (idempotent: reuses running VMs)
+	@$(if $(N),$(LOCALVM_LAB_CMD) up --count $(N),$(LOCALVM) up)
 
-vm-stop: ## Stop the local VM, keeping its disk
-	@$(LOCALVM) stop
+vm-stop: ## Stop the local VM (N=3: every VM of the lab), keeping the disks
+	@$(if $(N),$(LOCALVM_LAB_CMD) stop,$(LOCALVM) stop)
 
-vm-destroy: ## Remove the local VM and everything it added to this host
-	@$(LOCALVM) destroy
+vm-destroy: ## Remove the local VM (N=3: every VM of the lab) and all it added to this host
+	@$(if $(N),$(LOCALVM_LAB_CMD) destroy,$(LOCALVM) destroy)
 
 vm-address: ## Print the local VM's IPv4 address (use with make -s)
 	@$(LOCALVM) address
 
-vm-status: ## Say whether the local VM runs
-	@$(LOCALVM) status
+vm-status: ## Say whether the local VM runs (N=3: each VM of the lab; exit 0 only if all run)
+	@$(if $(N),$(LOCALVM_LAB_CMD) status --count $(N),$(LOCALVM) status)
 
 ssh: ## Open a shell in the local VM, or run CMD='...' there
 	@# CMD travels as one argument (from the environment), so ; and | run on the VM, not here.
@@ -81,11 +96,11 @@ rollback: venv ## Go back to the release that served before, by a graceful reloa
 warmup: venv ## Warm every worker through /lazyinit and print their state (also run by deploy)
 	$(PLAYBOOK) warmup.yml $(ARGS)
 
-profiler: venv ## Open an SSH tunnel to the VM's /_profiler/ and print how to use it
-	@$(BIN)/python tools/profiler_tunnel.py --env $(ENV) --port $(PROFILER_PORT)
+profiler: venv ## Open an SSH tunnel to the VM's /_profiler/ and print how to use it (HOST=app2: that app host)
+	@$(BIN)/python tools/profiler_tunnel.py --env $(ENV) --port $(PROFILER_PORT) $(if $(HOST),--host $(HOST))
 
-pdb: venv ## Open a pdb session in worker WORKER=N of the VM's app server, over SSH (POKE=1 wakes an idle one)
-	@$(BIN)/python tools/pdb_session.py --env $(ENV) --worker $(WORKER) $(if $(POKE),--poke)
+pdb: venv ## Open a pdb session in worker WORKER=N of the VM's app server, over SSH (HOST=app2, POKE=1 wakes an idle one)
+	@$(BIN)/python tools/pdb_session.py --env $(ENV) --worker $(WORKER) $(if $(POKE),--poke) $(if $(HOST),--host $(HOST))
 
 loadtest: venv ## Locust load test, headless, thresholds enforced (HOST= DURATION= USERS= WORKERS=N SCENARIO= TAGS=)
 	$(BIN)/python loadtests/run.py $(LOADTEST_OPTS)
@@ -120,7 +135,8 @@ unit: venv ## Unit tests (no VM)
 	$(BIN)/pytest -q sample_app/tests profiling/tests tests/unit
 
 e2e: venv ## End-to-end tests on a VM of their own (KEEP_VM=1 keeps it)
-	LOCALVM_NAME=$(E2E_VM_NAME) LOCALVM_SUBNET=$(E2E_VM_SUBNET) $(BIN)/pytest -v -rs tests/e2e
+	LOCALVM_NAME=$(E2E_VM_NAME) LOCALVM_SUBNET=$(E2E_VM_SUBNET) LOCALVM_LAB=$(E2E_LAB) \
+		LOCALVM_LAB_SUBNET=$(E2E_LAB_SUBNET) $(BIN)/pytest -v -rs tests/e2e
 
 test: lint unit e2e ## Everything: lint, unit and end-to-end tests
 
