@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,14 @@ class BackgroundLoad:
     assert load.result.failures == 0
     """
 
-    def __init__(self, label: str, users: int = 6, warm_seconds: float = 4.0) -> None:
+    def __init__(
+        self, label: str, users: int = 6, warm_seconds: float = 4.0, args: Sequence[str] = ()
+    ) -> None:
+        """args: more options of run.py (--host, --oracle-secret-file for another target)."""
         self.label = label
         self.users = users
         self.warm_seconds = warm_seconds
+        self.args = list(args)
         slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
         self.root = LOG_DIR / "loads" / f"{len(LOADS):02d}-{slug}"
         self.proc: subprocess.Popen[str] | None = None
@@ -85,6 +90,7 @@ class BackgroundLoad:
         args = [
             sys.executable, str(RUN), "--scenario", "flow", "--users", str(self.users),
             "--spawn-rate", str(self.users), "--duration", "30m", "--reports-root", str(self.root),
+            *self.args,
         ]  # fmt: skip
         # Its own process group: SIGINT reaches run.py and locust alike, as Ctrl+C does.
         self.proc = subprocess.Popen(

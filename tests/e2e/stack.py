@@ -86,6 +86,8 @@ class Stack:
     address: str
     ssh_config: str
     server: str | None = None
+    # The inventory the playbooks run with: every host of it, this one included.
+    inventory: str = "configs/local"
 
     def deploy(self, label: str, **extra_vars: object) -> Deploy:
         """Run the playbook against the VM, as `make deploy` does, logging to LOG_DIR."""
@@ -98,7 +100,7 @@ class Stack:
         """Run one of the project's playbooks against the VM, logging to LOG_DIR."""
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = LOG_DIR / f"{len(TIMINGS):02d}-{label}.log"
-        args = [str(ANSIBLE_PLAYBOOK), "-i", "configs/local", playbook]
+        args = [str(ANSIBLE_PLAYBOOK), "-i", self.inventory, playbook]
         for key, value in extra_vars.items():
             # JSON keeps types: a dict stays a dict, 3 stays an int.
             args += ["-e", json.dumps({key: value})]
@@ -116,7 +118,7 @@ class Stack:
         """`make warmup`, as a user runs it (the warmup playbook), logging to LOG_DIR."""
         env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
         proc = subprocess.run(
-            [str(ANSIBLE_PLAYBOOK), "-i", "configs/local", "warmup.yml"],
+            [str(ANSIBLE_PLAYBOOK), "-i", self.inventory, "warmup.yml"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         LOG_DIR.mkdir(parents=True, exist_ok=True)

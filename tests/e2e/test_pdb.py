@@ -6,12 +6,8 @@ pdb_timeout; the port is on loopback only; the gunicorn master's log-rotation US
 from __future__ import annotations
 
 import json
-import os
-import select
 import shlex
-import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 
 from conftest import DEPLOY_VARS, PDB_TIMEOUT, WORKERS
-from stack import ROOT, HttpResponse, Stack
+from stack import HttpResponse, Stack
+from terminal import make_pdb
 
 BASE_PORT = 4440  # the pdb role's pdb_base_port
 LOG = "/var/log/supervisor/sample_app.log"
@@ -222,44 +219,6 @@ def test_a_sigusr1_to_the_master_opens_no_session_and_the_service_answers(deploy
         for pid in pids.values():
             assert f"SIGUSR1 from the master (log rotation) in pid {pid}: no session" in log, log
     assert deployed.ssh("supervisorctl status sample_app").stdout.split()[1] == "RUNNING"
-
-
-def make_pdb(*args: str, session: list[tuple[str, str]], seconds: float = 60) -> tuple[int, str]:
-    """`make pdb ARGS` in a pseudo-terminal, as a person runs it: after each expected text
-    appears, type the line that goes with it. (exit status, everything the terminal showed)"""
-    main, child = os.openpty()
-    proc = subprocess.Popen(
-        ["make", "-s", "pdb", *args],
-        cwd=ROOT, stdin=child, stdout=child, stderr=child, start_new_session=True,
-    )  # fmt: skip
-    os.close(child)
-    shown = b""
-    since = 0  # each step looks for its text in what came after the previous line typed
-    deadline = time.monotonic() + seconds
-    steps = list(session)
-    try:
-        while time.monotonic() < deadline:
-            if steps and steps[0][0].encode() in shown[since:]:
-                since = len(shown)
-                os.write(main, steps.pop(0)[1].encode() + b"\r")
-            ready, _, _ = select.select([main], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(main, 65536)
-                except OSError:  # EIO: the terminal closed, make has exited
-                    data = b""
-                if not data:
-                    break
-                shown += data
-            elif proc.poll() is not None:
-                break
-        rc = proc.wait(timeout=max(deadline - time.monotonic(), 1))
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        rc = -1
-    finally:
-        os.close(main)
-    return rc, shown.decode("utf-8", "replace")
 
 
 def test_make_pdb_drives_a_session_in_a_terminal(deployed: Stack):

@@ -1,0 +1,91 @@
+"""The lab the scale-out tests deploy to: three local VMs on one private network (`make vm
+N=3`), as configs/lab names them: lb1 (nginx balancing, the shared Redis), app1 and app2."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import subprocess
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from stack import LOCALVM, ROOT, Deploy, Stack
+
+INVENTORY = "configs/lab"
+NAME = os.environ.get("LOCALVM_LAB", "lab")
+SUBNET = IPv4Network(os.environ.get("LOCALVM_LAB_SUBNET", "10.231.2.0/24"))
+# Inventory host -> its VM, in configs/lab/hosts.yml's order (the VM's index).
+HOSTS = {"lb1": 1, "app1": 2, "app2": 3}
+SECRETS = ROOT / INVENTORY / ".secrets"
+# One line of PLAY RECAP: host, then its counts.
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", re.M)
+
+
+def lab_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LOCALVM, "--name", NAME, "--subnet", str(SUBNET), "lab", *args],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def vm(host: str) -> Stack:
+    """The Stack of one lab host: SSH and HTTP to that VM; its playbooks run on the whole lab."""
+    index = HOSTS[host]
+    name = f"{NAME}{index}"
+    address = str(SUBNET.network_address + 1 + index)
+    ssh_config = f"/var/lib/localvm/{name}/ssh_config"
+    return Stack(name=name, address=address, ssh_config=ssh_config, inventory=INVENTORY)
+
+
+@dataclass
+class Lab:
+    lb: Stack
+    app1: Stack
+    app2: Stack
+
+    @property
+    def apps(self) -> tuple[Stack, Stack]:
+        return self.app1, self.app2
+
+    @property
+    def host_side(self) -> str:
+        """The host's own address on the lab network: a host outside the topology."""
+        return str(SUBNET.network_address + 1)
+
+    def deploy(self, label: str, **extra_vars: object) -> Deploy:
+        return self.lb.deploy(label, **extra_vars)
+
+
+def changed_by_host(deploy: Deploy) -> dict[str, int]:
+    return {m.group(1): int(m.group(2)) for m in RECAP.finditer(deploy.output)}
+
+
+def oracle_file() -> Path:
+    """The oracle secret the app hosts share (kept under the first app host's name)."""
+    return SECRETS / "app1" / "oracle_secret"
+
+
+def connect(address: str, port: int, timeout: float = 3) -> str:
+    """'open', 'refused' or 'timeout': what a TCP connect from here meets."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "timeout"
+
+
+def connect_from(stack: Stack, address: str, port: int) -> str:
+    """The same, from one of the lab's VMs."""
+    code = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(({address!r}, {port}), timeout=3); print('open')\n"
+        "except ConnectionRefusedError: print('refused')\n"
+        "except TimeoutError: print('timeout')\n"
+    )
+    return stack.ssh(f"python3 -c {shlex.quote(code)}").stdout.strip()

@@ -1,0 +1,193 @@
+"""Scale out on three VMs (configs/lab): lb1 balances across app1 and app2 and holds the Redis
+they share; the firewall admits only what that topology needs; locust workers run on app1 and
+app2. Each test runs under both app servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import SERVERS
+from lab import (
+    INVENTORY,
+    Lab,
+    changed_by_host,
+    connect,
+    connect_from,
+    lab_command,
+    oracle_file,
+    vm,
+)
+from lab import (
+    NAME as LAB_NAME,
+)
+from load import RUN, BackgroundLoad, env
+from stack import ROOT
+from terminal import make_pdb
+
+WORKERS = 2  # per app host: three VMs share this machine's cores
+APP_PORT = 8000  # app_listen_port
+REDIS_PORT = 6379
+FAIL_TIMEOUT = 5  # nginx_upstream_fail_timeout: how long the lb leaves a failed server out
+DOWN_SECONDS = 15  # how long app1's app server stays stopped under load
+# Bounds of the failover under 6 users: a request in flight on app1 when it stops may fail
+# (a POST is not retried once sent); each one after it goes to app2.
+FAILED_AT_STOP = 6
+ACCESS_LOG = "/var/log/nginx/sample_app.access.log"
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    up = lab_command("up", "--count", "3")
+    if up.returncode == 2:
+        reason = up.stderr.strip().splitlines()[-1] if up.stderr.strip() else "cannot boot"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the scale-out tests cannot run under CI: {reason}")
+        pytest.skip(reason)
+    assert up.returncode == 0, f"lab up failed:\n{up.stdout}{up.stderr}"
+    yield Lab(lb=vm("lb1"), app1=vm("app1"), app2=vm("app2"))
+    if os.environ.get("KEEP_VM") == "1":
+        print(f"\nKEEP_VM=1: the lab stays up (make vm-destroy N=3 LAB={LAB_NAME})")
+    else:
+        lab_command("destroy")
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def lab_deployed(request: pytest.FixtureRequest, lab: Lab) -> Lab:
+    """The lab deployed with the parametrised app server (from scratch for the first)."""
+    server = request.param
+    result = lab.deploy(f"lab-deploy-{server}", app_server=server, app_workers=WORKERS)
+    assert result.rc == 0, f"lab deploy with {server} failed:\n{result.tail()}"
+    return lab
+
+
+def access_log_size(lab: Lab) -> int:
+    return int(lab.lb.ssh(f"wc -l < {ACCESS_LOG}").stdout)
+
+
+def upstreams_since(lab: Lab, line: int) -> list[list[str]]:
+    """For each request the lb logged after that line: the app servers it tried, in order."""
+    out = lab.lb.ssh(f"tail -n +{line + 1} {ACCESS_LOG}").stdout
+    return [
+        entry.split(" ua=", 1)[1].strip().replace(" : ", ", ").split(", ")
+        for entry in out.splitlines()
+        if " ua=" in entry and not entry.rstrip().endswith("ua=-")
+    ]
+
+
+def test_a_second_deploy_changes_nothing_on_any_host(lab_deployed: Lab):
+    again = lab_deployed.deploy(f"lab-again-{lab_deployed.lb.server}")
+    assert again.rc == 0, again.tail()
+    assert changed_by_host(again) == {"lb1": 0, "app1": 0, "app2": 0}, again.tail()
+
+
+def test_requests_through_the_lb_reach_both_app_hosts(lab_deployed: Lab):
+    lab = lab_deployed
+    answered = [lab.lb.get("/healthz").json()["host"] for _ in range(40)]
+    assert set(answered) == {lab.app1.name, lab.app2.name}, answered
+    # Static files too: the lb has no release of its own and passes them on.
+    style = lab.lb.get("/static/style.css")
+    assert style.status == 200 and b"{" in style.body
+
+
+def test_the_lb_leaves_out_a_stopped_app_host_and_takes_it_back(lab_deployed: Lab):
+    lab = lab_deployed
+    app1 = f"{lab.app1.address}:{APP_PORT}"
+    args = ["--host", f"http://{lab.lb.address}", "--oracle-secret-file", str(oracle_file())]
+    with BackgroundLoad(f"lab: app1 stopped {DOWN_SECONDS} s, {lab.lb.server}", args=args) as load:
+        mark = access_log_size(lab)
+        lab.app1.ssh("supervisorctl stop sample_app")
+        time.sleep(DOWN_SECONDS)
+        down = upstreams_since(lab, mark)
+        mark = access_log_size(lab)
+        lab.app1.ssh("supervisorctl start sample_app")
+        lab.app1.wait_until_running()
+        time.sleep(FAIL_TIMEOUT + 5)
+        back = upstreams_since(lab, mark)
+    result = load.result
+    assert result is not None
+    served_by_app1 = [tried for tried in down if tried[-1] == app1]
+    # Only the requests it was serving at the stop; every later one went to app2.
+    assert len(served_by_app1) <= FAILED_AT_STOP, served_by_app1
+    assert sum(1 for tried in down if tried[-1] != app1) >= 30, down[-10:]
+    # While it is down the lb tries app1 about once per fail_timeout (zone: shared by
+    # its workers), retrying that request on app2.
+    retried = [tried for tried in down if app1 in tried[:-1]]
+    assert len(retried) <= DOWN_SECONDS // FAIL_TIMEOUT + 2, retried
+    # Back within fail_timeout: app1 serves again.
+    assert sum(1 for tried in back if tried[-1] == app1) >= 5, back[-10:]
+    assert result.failures <= FAILED_AT_STOP, result.failure_messages()
+    assert result.requests >= 100, result.line()
+
+
+def test_a_captcha_made_via_app1_verifies_via_app2(lab_deployed: Lab):
+    lab = lab_deployed
+    oracle = {"X-Captcha-Oracle": oracle_file().read_text().strip()}
+    json_headers = {"Content-Type": "application/json", **oracle}
+    # Each through the app host's own nginx, so that the other one has no part in it.
+    created = lab.app1.loopback("POST", "/api/captchas", json_headers, "{}")
+    assert created.status == 201, created.text
+    captcha = created.json()
+    answer = json.dumps({"answer": captcha["answer"]})
+    verified = lab.app2.loopback("POST", captcha["verify_url"], json_headers, answer)
+    assert (verified.status, verified.json()) == (200, {"valid": True})
+
+
+def test_the_firewall_admits_only_what_the_topology_needs(lab_deployed: Lab):
+    lab = lab_deployed
+    # From the host side of the VM network, a host that is not in the topology.
+    for app in lab.apps:
+        assert connect(app.address, APP_PORT) == "refused", app.name
+        assert connect(app.address, 80) == "refused", app.name  # its nginx is on loopback
+    assert connect(lab.lb.address, REDIS_PORT) == "refused"
+    assert connect(lab.lb.address, 80) == "open"
+    # Inside it: the lb reaches the app servers, the app hosts reach Redis, and no more.
+    assert connect_from(lab.lb, lab.app1.address, APP_PORT) == "open"
+    assert connect_from(lab.app1, lab.lb.address, REDIS_PORT) == "open"
+    assert connect_from(lab.app2, lab.app1.address, APP_PORT) == "refused"
+    # Redis still asks them for its password.
+    ping = lab.app1.ssh(
+        f"python3 -c \"import socket; s = socket.create_connection(('{lab.lb.address}', "
+        f"{REDIS_PORT})); s.sendall(b'PING\\r\\n'); print(s.recv(100).decode())\""
+    ).stdout
+    assert "NOAUTH" in ping, ping
+
+
+def test_the_debug_surfaces_stay_on_each_app_host(lab_deployed: Lab):
+    lab = lab_deployed
+    assert lab.lb.loopback("GET", "/lazyinit?status").status == 404
+    assert lab.lb.loopback("GET", "/_profiler/").status == 404
+    # make warmup warms every worker of every app host.
+    warm = lab.lb.warm_up(f"lab-{lab.lb.server}")
+    assert warm.returncode == 0, warm.stdout[-3000:]
+    for app in lab.apps:
+        workers = app.workers_status()
+        assert sorted(workers) == list(range(1, WORKERS + 1)), workers
+        assert all(entry["warm"] for entry in workers.values()), workers
+
+
+def test_make_pdb_opens_a_session_in_a_worker_of_the_named_app_host(lab_deployed: Lab):
+    rc, shown = make_pdb(
+        f"ENV={INVENTORY.split('/')[-1]}", "HOST=app2", "WORKER=2", "POKE=1",
+        session=[("(Pdb) ", "p __import__('socket').gethostname()"), ("'", "c")],
+    )  # fmt: skip
+    assert rc == 0, shown
+    assert f"'{lab_deployed.app2.name}'" in shown, shown
+    assert "pdb in worker 2" in shown, shown
+
+
+def test_a_distributed_run_with_workers_on_two_vms_reports_the_combined_load(lab_deployed: Lab):
+    proc = subprocess.run(
+        [
+            sys.executable, str(RUN), "--loadgen", "lab", "--users", "4", "--spawn-rate", "4",
+            "--duration", "20s", "--tags", "smoke",
+        ],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
