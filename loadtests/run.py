@@ -13,6 +13,11 @@ summary.json. The exit code is the master's: 0 pass, 1 errors, 3 a threshold bre
 --workers N runs locust's distributed mode on this machine: one master and N worker
 processes. Workers on other machines join with --remote-workers M (the master then waits for
 N + M) and, there: locust -f loadtests/locustfiles/<scenario>.py --worker --master-host HOST.
+--loadgen ENV runs --loadgen-workers K (default 1) workers on each host of configs/ENV's
+`loadgen` group (deployed by roles/loadgen; started by loadgen.yml), besides any --workers:
+without --host the target is the inventory's first lb host (else first app host), and the
+oracle secret configs/ENV/.secrets/<first app host>/oracle_secret. The workers' own counts,
+logs and output come back into the report's workers/HOST/ (loadgen.py).
 --ui starts the web UI (bound to 127.0.0.1) instead of a headless run: thresholds are then
 printed at each test stop, and the exit code is locust's own.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shlex
 import signal
@@ -30,6 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LOADTESTS = ROOT / "loadtests"
@@ -43,6 +50,8 @@ LOCUST = [sys.executable, "-m", "locust"]
 EXIT_MEANING = {0: "pass", 1: "errors", 2: "unhandled exception", 3: "threshold breached"}
 
 sys.path.insert(0, str(LOCUSTFILES))
+sys.path.insert(0, str(LOADTESTS))
+import loadgen  # noqa: E402
 from loadcheck import ThresholdsError, load_thresholds  # noqa: E402
 
 
@@ -82,7 +91,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--master-bind-host",
         help="address the master listens on (default 127.0.0.1; 0.0.0.0 for remote workers)",
     )
-    parser.add_argument("--master-port", type=int, help="default: a free port (5557 if remote)")
+    parser.add_argument(
+        "--master-port", type=int, help="default: a free port (5557 with --remote-workers)"
+    )
+    parser.add_argument(
+        "--loadgen",
+        metavar="ENV",
+        help="also run workers on the loadgen hosts of configs/ENV (loadgen.yml)",
+    )
+    parser.add_argument(
+        "--loadgen-workers", type=int, default=1, metavar="K", help="workers per loadgen host"
+    )
+    parser.add_argument(
+        "--loadgen-master-host",
+        default="",
+        metavar="ADDR",
+        help="the master's address for the loadgen hosts (default: theirs of the controller,"
+        " from their SSH_CLIENT)",
+    )
     parser.add_argument("--ui", action="store_true", help="web UI instead of a headless run")
     parser.add_argument("--web-port", type=int, default=8089)
     parser.add_argument(
@@ -107,6 +133,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--workers and --remote-workers must be >= 0")
     if args.remote_workers and args.ui:
         parser.error("--remote-workers is for headless runs; in the UI, workers just connect")
+    if args.loadgen and args.ui:
+        parser.error("--loadgen is for headless runs (the workers' time limit is the run's)")
+    if args.loadgen_workers < 1:
+        parser.error("--loadgen-workers must be >= 1")
     return args
 
 
@@ -115,12 +145,36 @@ class Plan:
     master: list[str]
     workers: list[list[str]] = field(default_factory=list)
     report_dir: Path = Path()
+    # Where the master and the local workers run (loadgen: the reports' root, see below).
+    cwd: Path = ROOT
+    # loadgen.yml's steps (--loadgen): start the remote workers, collect their files.
+    loadgen_start: list[str] = field(default_factory=list)
+    loadgen_collect: list[str] = field(default_factory=list)
+    # What the loadgen run is (summary.json's `loadgen`): env, hosts, master, target, ...
+    loadgen: dict[str, Any] = field(default_factory=dict)
+    remote_workers: int = 0
+
+
+def run_seconds(args: argparse.Namespace) -> int:
+    """The run's duration: --duration, else locust.conf's run-time."""
+    if args.duration:
+        return loadgen.parse_duration(args.duration)
+    for line in CONFIG.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "run-time":
+            return loadgen.parse_duration(value)
+    raise ValueError(f"no run-time in {CONFIG}")
 
 
 def build_plan(
-    args: argparse.Namespace, host: str, report_dir: Path, master_port: int | None = None
+    args: argparse.Namespace,
+    host: str,
+    report_dir: Path,
+    master_port: int | None = None,
+    setup: loadgen.Setup | None = None,
 ) -> Plan:
-    """The locust command lines: one master (or the only process) and the local workers."""
+    """The locust command lines: one master (or the only process) and the local workers; with
+    a loadgen setup, loadgen.yml's command lines too."""
     files = locustfiles(args.scenario)
     cmd = [*LOCUST, "--config", str(CONFIG), "-f", files, "--host", host]
     if args.users is not None:
@@ -134,7 +188,12 @@ def build_plan(
     if args.exclude_tags:
         cmd += ["--exclude-tags", *args.exclude_tags]
     cmd += ["--scenario", args.scenario, "--thresholds", str(args.thresholds)]
-    cmd += ["--report-dir", str(report_dir), "--html", str(report_dir / "report.html")]
+    # The master sends its --report-dir to every worker, which writes its own count there. With
+    # loadgen hosts it is the report's bare name, the master running from the reports' root:
+    # each remote worker writes into its run's folder on its host (roles/loadgen) instead.
+    cwd = report_dir.parent if setup else ROOT
+    cmd += ["--report-dir", report_dir.name if setup else str(report_dir)]
+    cmd += ["--html", str(report_dir / "report.html")]
     # Full history: a row per name and interval, not only the aggregate.
     cmd += ["--csv", str(report_dir / "locust"), "--csv-full-history"]
     if args.oracle_secret_file:
@@ -143,16 +202,19 @@ def build_plan(
         cmd += ["--web-host", "127.0.0.1", "--web-port", str(args.web_port)]
     else:
         cmd += ["--headless"]
-    expected = args.workers + args.remote_workers
+    remote = args.remote_workers + (setup.remote_workers if setup else 0)
+    expected = args.workers + remote
     if not expected:
         return Plan(cmd + list(args.extra), [], report_dir)
 
-    bind = args.master_bind_host or ("0.0.0.0" if args.remote_workers else "127.0.0.1")
+    bind = args.master_bind_host or ("0.0.0.0" if remote else "127.0.0.1")
     port = master_port or args.master_port or 5557
     cmd += ["--master", "--master-bind-host", bind, "--master-bind-port", str(port)]
     if not args.ui:
-        # A worker that never comes must not hang the run forever.
-        cmd += ["--expect-workers", str(expected), "--expect-workers-max-wait", "60"]
+        # A worker that never comes must not hang the run forever (loadgen: the playbook
+        # connects to each host before its workers start).
+        wait = loadgen.EXPECT_WORKERS_MAX_WAIT if setup else 60
+        cmd += ["--expect-workers", str(expected), "--expect-workers-max-wait", str(wait)]
     connect = "127.0.0.1" if bind in ("0.0.0.0", "*", "") else bind
     worker = [
         *LOCUST,
@@ -168,7 +230,52 @@ def build_plan(
         [*worker, "--logfile", str(report_dir / "workers" / f"worker-{n}.log")]
         for n in range(1, args.workers + 1)
     ]
-    return Plan(cmd + list(args.extra), workers, report_dir)
+    plan = Plan(cmd + list(args.extra), workers, report_dir, cwd, remote_workers=remote)
+    if setup:
+        # The master's address as the hosts reach it: given, or the one it is bound to, else
+        # empty (each host takes the controller's address from its SSH_CLIENT).
+        given = args.loadgen_master_host or ("" if bind in ("0.0.0.0", "*", "") else bind)
+        start = loadgen.start_vars(
+            setup,
+            run_id=report_dir.name,
+            target=host,
+            files=loadgen.scenario_files(files),
+            master_port=port,
+            master_host=given,
+            run_seconds=run_seconds(args),
+            oracle_secret_file=args.oracle_secret_file or "",
+            locust_version=locust_version(),
+        )
+        collect = loadgen.collect_vars(
+            setup, run_id=report_dir.name, collect_dir=report_dir / "workers"
+        )
+        plan.loadgen_start = loadgen.playbook_command(setup.env_dir, start)
+        plan.loadgen_collect = loadgen.playbook_command(setup.env_dir, collect)
+        plan.loadgen = {
+            "env": setup.env,
+            "hosts": setup.hosts,
+            "workers_per_host": setup.workers_per_host,
+            "remote_workers": setup.remote_workers,
+            "workers_expected": expected,
+            "master": f"{bind}:{port}",
+            "master_port": port,
+            "master_host": given or "SSH_CLIENT",
+            "target": host,
+            "run_id": report_dir.name,
+            "locustfiles": start["loadgen_locustfiles"],
+            "time_limit_s": start["loadgen_time_limit"],
+        }
+    return plan
+
+
+def locust_version() -> str:
+    """This controller's locust: the loadgen hosts must run the same."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("locust")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def new_report_dir(root: Path, scenario: str) -> Path:
@@ -180,14 +287,21 @@ def new_report_dir(root: Path, scenario: str) -> Path:
     return path
 
 
-def free_port() -> int:
+def free_port(bind: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((bind, 0))
         return sock.getsockname()[1]
 
 
-def resolve_host_and_secret(args: argparse.Namespace) -> str:
-    """The target URL; fills args.oracle_secret_file from the VM's secrets when it is the VM."""
+def resolve_host_and_secret(args: argparse.Namespace, setup: loadgen.Setup | None = None) -> str:
+    """The target URL; fills args.oracle_secret_file from the VM's secrets when it is the VM,
+    from configs/ENV's with --loadgen ENV."""
+    no_secret = not os.environ.get(ORACLE_ENV) and not args.oracle_secret_file
+    if setup:
+        env_secret = loadgen.secret_path(setup.env_dir, setup.inventory)
+        if no_secret and env_secret.is_file():
+            args.oracle_secret_file = str(env_secret)
+        return args.host.rstrip("/") if args.host else setup.target
     if args.host:
         return args.host.rstrip("/")
     from benchlib import SECRETS, vm_address  # the VM: only when no --host
@@ -197,7 +311,7 @@ def resolve_host_and_secret(args: argparse.Namespace) -> str:
     except (OSError, subprocess.CalledProcessError) as exc:
         sys.exit(f"run: no --host and no local VM address ({exc}); try make demo")
     vm_secret = SECRETS / "oracle_secret"
-    if not os.environ.get(ORACLE_ENV) and not args.oracle_secret_file and vm_secret.is_file():
+    if no_secret and vm_secret.is_file():
         args.oracle_secret_file = str(vm_secret)
     return f"http://{address}"
 
@@ -232,21 +346,133 @@ def wait_all(master: subprocess.Popen, workers: list[subprocess.Popen]) -> int:
     return code
 
 
+def describe_loadgen(args: argparse.Namespace, plan: Plan) -> str:
+    lg = plan.loadgen
+    reach = (
+        "the controller's address as each host sees it (its SSH_CLIENT)"
+        if lg["master_host"] == "SSH_CLIENT"
+        else lg["master_host"]
+    )
+    lines = [
+        f"run: loadgen configs/{lg['env']}: {', '.join(lg['hosts'])} ({len(lg['hosts'])} host(s))"
+        f" x {lg['workers_per_host']} worker(s) = {lg['remote_workers']} remote worker(s);"
+        f" the master expects {lg['workers_expected']}"
+        f" ({args.workers} local, {args.remote_workers} from --remote-workers)",
+        f"run: master listens on {lg['master']}; the loadgen workers reach it at {reach};"
+        f" killed after {lg['time_limit_s']} s if still running",
+    ]
+    return "\n".join(lines)
+
+
+def print_remote_workers(plan: Plan) -> None:
+    """What loadgen.yml runs on each host (the master's address: theirs, if not given)."""
+    lg = plan.loadgen
+    for host in lg["hosts"]:
+        for n in range(1, lg["workers_per_host"] + 1):
+            argv = loadgen.worker_argv(
+                run_id=lg["run_id"],
+                host=host,
+                n=n,
+                files=lg["locustfiles"],
+                master_host=lg["master_host"]
+                if lg["master_host"] != "SSH_CLIENT"
+                else "$SSH_CLIENT",
+                master_port=lg["master_port"],
+                target=lg["target"],
+            )
+            print(f"# {host}, as {loadgen.ROLE_USER}: {shlex.join(argv)}")
+
+
+def start_loadgen(plan: Plan) -> bool:
+    """loadgen.yml's start step: True once every host started its workers."""
+    log = plan.report_dir / "loadgen-start.log"
+    print(
+        f"run: starting the loadgen workers (ansible-playbook loadgen.yml; log {log})", flush=True
+    )
+    try:
+        code, said = loadgen.run_step(plan.loadgen_start, log)
+    except KeyboardInterrupt:
+        print("run: interrupted while starting the loadgen workers", file=sys.stderr)
+        return False
+    for line in said:
+        print(f"run: {line}", flush=True)
+    if code:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        print("\n".join([f"run: loadgen.yml failed (exit {code}); its end:", *tail]))
+    return code == 0
+
+
+def collect_loadgen(plan: Plan) -> None:
+    """loadgen.yml's collect step, then the workers' own counts against the master's total."""
+    log = plan.report_dir / "loadgen-collect.log"
+    print(f"run: collecting the loadgen workers' files (log {log})", flush=True)
+    try:
+        code, said = loadgen.run_step(plan.loadgen_collect, log)
+    except KeyboardInterrupt:
+        code, said = 130, []
+    for line in said:
+        print(f"run: {line}", flush=True)
+    if code:
+        print(f"run: loadgen.yml collect failed (exit {code}): see {log}")
+    summary_path = plan.report_dir / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        summary = None
+    counts = loadgen.worker_counts(plan.report_dir / "workers")
+    master_requests = summary.get("requests") if summary else None
+    result = loadgen.counts_summary(counts, master_requests)
+    for c in counts:
+        print(f"run:   worker {c.where:<8} {c.worker}: {c.requests} requests, {c.failures} failed")
+    if summary is None:
+        print(f"run: no {summary_path} (the master did not finish a run)")
+        return
+    expected = plan.loadgen["workers_expected"]
+    print(
+        f"run: {summary.get('workers')} of {expected} worker(s) joined the master;"
+        f" {len(counts)} own count(s), sum {result['worker_requests_sum']};"
+        f" the master counted {master_requests}"
+        + ("" if result["master_is_sum"] else "  <- NOT the workers' sum")
+    )
+    summary["loadgen"] = {**plan.loadgen, **result}
+    summary_path.write_text(json.dumps(summary, indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         load_thresholds(args.thresholds, args.scenario)  # fail here, not after the ramp-up
         locustfiles(args.scenario)
+        if args.loadgen:
+            run_seconds(args)  # the workers' time limit
     except (ThresholdsError, ValueError) as exc:
         print(f"run: {exc}", file=sys.stderr)
         return 2
-    host = resolve_host_and_secret(args)
+    setup = None
+    if args.loadgen:
+        try:
+            setup = loadgen.discover(args.loadgen, args.loadgen_workers, need_target=not args.host)
+        except loadgen.LoadgenError as exc:
+            print(f"run: --loadgen {args.loadgen}: {exc}", file=sys.stderr)
+            return 2
+    host = resolve_host_and_secret(args, setup)
     report_dir = new_report_dir(args.reports_root, args.scenario)
-    port = None if args.master_port or args.remote_workers else free_port()
-    plan = build_plan(args, host, report_dir, port)
+    if args.master_port or args.remote_workers:
+        port = None
+    else:
+        port = free_port("0.0.0.0" if setup else "127.0.0.1")
+    plan = build_plan(args, host, report_dir, port, setup)
+    if setup:
+        print(describe_loadgen(args, plan), flush=True)
+        if setup.target_host and not args.host:
+            print(f"run: target {host}: {setup.target_host}'s default IPv4 address", flush=True)
     if args.dry_run:
         for cmd in [plan.master, *plan.workers]:
             print(shlex.join(cmd))
+        if setup:
+            print(shlex.join(plan.loadgen_start))
+            print_remote_workers(plan)
+            print(shlex.join(plan.loadgen_collect))
         return 0
     if not os.environ.get(ORACLE_ENV) and not args.oracle_secret_file:
         print(
@@ -260,18 +486,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Workers log there from their first line on.
-    (report_dir / "workers" if plan.workers else report_dir).mkdir(parents=True, exist_ok=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if plan.workers or setup:
+        (report_dir / "workers").mkdir(exist_ok=True)
     print(f"run: {args.scenario} against {host}; reports in {report_dir}", flush=True)
-    master = subprocess.Popen(plan.master, cwd=ROOT)
+    master = subprocess.Popen(plan.master, cwd=plan.cwd)
     workers = [
-        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        subprocess.Popen(cmd, cwd=plan.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         for cmd in plan.workers
     ]
+    started = start_loadgen(plan) if setup else True
+    if not started:
+        # SIGTERM: the master quits cleanly, telling the workers that joined to quit too.
+        master.terminate()
     code = wait_all(master, workers)
     for n, worker in enumerate(workers, 1):
         if worker.returncode not in (0, None):
             print(f"run: worker {n} exited {worker.returncode}: see {plan.workers[n - 1][-1]}")
-    print(f"run: exit {code} ({EXIT_MEANING.get(code, 'see the log')}); reports in {report_dir}")
+    meaning = EXIT_MEANING.get(code, "see the log")
+    if setup:
+        collect_loadgen(plan)
+        if not started:
+            code, meaning = 2, "the loadgen workers did not start"
+    print(f"run: exit {code} ({meaning}); reports in {report_dir}")
     return code
 
 
