@@ -38,9 +38,13 @@ PLAYBOOK := ANSIBLE_CONFIG=ansible.cfg $(BIN)/ansible-playbook -i configs/$(ENV)
 DEPLOY_VARS := $(if $(APP_SERVER),-e app_server=$(APP_SERVER)) $(ARGS)
 # make loadtest / loadtest-ui (loadtests/README.md): a variable left empty keeps run.py's and
 # locust.conf's default (the local VM, scenario flow, 10 users, 30 s, one process).
+# LOADGEN=1: also locust workers on configs/$(ENV)'s loadgen hosts, LOADGEN_WORKERS=K each.
+LOADGEN ?=
+LOADGEN_WORKERS ?=
 LOADTEST_OPTS := $(if $(HOST),--host $(HOST)) $(if $(SCENARIO),--scenario $(SCENARIO)) \
 	$(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) \
-	$(if $(WORKERS),--workers $(WORKERS)) $(if $(TAGS),--tags $(TAGS))
+	$(if $(WORKERS),--workers $(WORKERS)) $(if $(TAGS),--tags $(TAGS)) \
+	$(if $(LOADGEN),--loadgen $(ENV)) $(if $(LOADGEN_WORKERS),--loadgen-workers $(LOADGEN_WORKERS))
 
 .PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo rollback warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha lint unit e2e test clean
 
@@ -49,6 +53,8 @@ help: ## List the targets
 	@echo
 	@echo "  Variables: ENV=local|vagrant|<config> APP_SERVER=uwsgi|gunicorn ARGS='-e var=value' CMD='...' KEEP_VM=1"
 	@echo "  Load tests: HOST=http://... DURATION=30s USERS=10 WORKERS=N SCENARIO=flow|negative|all TAGS=smoke,load"
+	@echo "              LOADGEN=1 LOADGEN_WORKERS=K (workers on configs/ENV's loadgen hosts, e.g. ENV=lab)"
+	@echo "  Several hosts: make vm N=3; make deploy ENV=lab; make pdb ENV=lab HOST=app2 WORKER=1"
 
 venv: $(VENV)/.installed ## Create the controller virtualenv (ansible, linters, pytest)
 
@@ -102,7 +108,7 @@ profiler: venv ## Open an SSH tunnel to the VM's /_profiler/ and print how to us
 pdb: venv ## Open a pdb session in worker WORKER=N of the VM's app server, over SSH (HOST=app2, POKE=1 wakes an idle one)
 	@$(BIN)/python tools/pdb_session.py --env $(ENV) --worker $(WORKER) $(if $(POKE),--poke) $(if $(HOST),--host $(HOST))
 
-loadtest: venv ## Locust load test, headless, thresholds enforced (HOST= DURATION= USERS= WORKERS=N SCENARIO= TAGS=)
+loadtest: venv ## Locust load test, headless, thresholds enforced (HOST= DURATION= USERS= WORKERS=N SCENARIO= TAGS= LOADGEN=1)
 	$(BIN)/python loadtests/run.py $(LOADTEST_OPTS)
 
 loadtest-ui: venv ## Locust's web UI on http://127.0.0.1:8089 (the variables of loadtest)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from load import LOADS
-from stack import LOCALVM, ROOT, TIMINGS, Stack
+from stack import FIGURES, LOCALVM, ROOT, TIMINGS, Stack, require_booted
 
 SERVERS = ("uwsgi", "gunicorn")
 # Not the CPU count of the VM, so that a passing worker test proves the variable is used; 4, so
@@ -45,13 +45,7 @@ def _localvm(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     up = subprocess.run([*LOCALVM, "up"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    if up.returncode == 2:
-        # The VM tool's one-line reason: not root, no nspawn, ...
-        reason = up.stderr.strip().splitlines()[-1] if up.stderr.strip() else "cannot boot"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"end-to-end tests cannot run under CI: {reason}")
-        pytest.skip(reason)
-    assert up.returncode == 0, f"localvm up failed:\n{up.stderr}"
+    require_booted(up, "end-to-end tests")
     name = os.environ.get("LOCALVM_NAME", "flaskvm")
     address = _localvm("address").stdout.strip()
     ssh_config = _localvm("ssh-config").stdout.strip()
@@ -78,6 +72,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("deploys (wall time on this machine)")
         for label, seconds, changed in TIMINGS:
             terminalreporter.write_line(f"{label:<36} {seconds:7.1f} s   changed={changed}")
+    if FIGURES:
+        terminalreporter.section("figures measured")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
     if LOADS:
         terminalreporter.section("loads during the steps (locust flow, requests sent and failed)")
         for load in LOADS:

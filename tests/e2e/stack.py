@@ -15,12 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCALVM = [sys.executable, str(ROOT / "tools" / "localvm.py")]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 LOG_DIR = Path(os.environ.get("E2E_LOG_DIR", "/tmp/e2e-logs"))
 # Every deploy of the session: (label, seconds, changed), printed at the end of the run.
 TIMINGS: list[tuple[str, float, int]] = []
+# Figures the tests measured, one line each, printed at the end of the run too.
+FIGURES: list[str] = []
 SECRETS = ROOT / "configs/local/.secrets/localvm"
 # Runs on the VM: one HTTP request to nginx on its loopback, the answer as one JSON line.
 LOOPBACK_CLIENT = """
@@ -35,6 +39,18 @@ except urllib.error.HTTPError as e:
 print(json.dumps([status, head, data.decode("utf-8", "replace")]))
 """
 RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def require_booted(up: subprocess.CompletedProcess[str], what: str) -> None:
+    """Check `localvm.py up` (or `lab up`): exit 2 means this host cannot boot VMs, a skip
+    outside CI and a failure under it."""
+    if up.returncode == 2:
+        # The VM tool's one-line reason: not root, no nspawn, ...
+        reason = up.stderr.strip().splitlines()[-1] if up.stderr.strip() else "cannot boot"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{what} cannot run under CI: {reason}")
+        pytest.skip(reason)
+    assert up.returncode == 0, f"{what}: booting failed:\n{up.stdout}{up.stderr}"
 
 
 @dataclass

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,8 +28,8 @@ from lab import (
 from lab import (
     NAME as LAB_NAME,
 )
-from load import RUN, BackgroundLoad, env
-from stack import ROOT
+from load import REPORT_LINE, RUN, BackgroundLoad, env
+from stack import FIGURES, ROOT, require_booted
 from terminal import make_pdb
 
 WORKERS = 2  # per app host: three VMs share this machine's cores
@@ -44,13 +45,7 @@ ACCESS_LOG = "/var/log/nginx/sample_app.access.log"
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    up = lab_command("up", "--count", "3")
-    if up.returncode == 2:
-        reason = up.stderr.strip().splitlines()[-1] if up.stderr.strip() else "cannot boot"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the scale-out tests cannot run under CI: {reason}")
-        pytest.skip(reason)
-    assert up.returncode == 0, f"lab up failed:\n{up.stdout}{up.stderr}"
+    require_booted(lab_command("up", "--count", "3"), "the scale-out tests")
     yield Lab(lb=vm("lb1"), app1=vm("app1"), app2=vm("app2"))
     if os.environ.get("KEEP_VM") == "1":
         print(f"\nKEEP_VM=1: the lab stays up (make vm-destroy N=3 LAB={LAB_NAME})")
@@ -113,15 +108,22 @@ def test_the_lb_leaves_out_a_stopped_app_host_and_takes_it_back(lab_deployed: La
     result = load.result
     assert result is not None
     served_by_app1 = [tried for tried in down if tried[-1] == app1]
+    retried = [tried for tried in down if app1 in tried[:-1]]
+    returned = sum(1 for tried in back if tried[-1] == app1)
+    FIGURES.append(
+        f"lb failover, {lab.lb.server}: app1 stopped {DOWN_SECONDS} s under load: {len(down)}"
+        f" requests, {len(served_by_app1)} finished on app1 after the stop, {len(retried)} tried"
+        f" app1 and went on to app2; {returned} of {len(back)} on app1 in the {FAIL_TIMEOUT + 5} s"
+        f" after its start; {result.failures} of {result.requests} failed in all"
+    )
     # Only the requests it was serving at the stop; every later one went to app2.
     assert len(served_by_app1) <= FAILED_AT_STOP, served_by_app1
     assert sum(1 for tried in down if tried[-1] != app1) >= 30, down[-10:]
     # While it is down the lb tries app1 about once per fail_timeout (zone: shared by
     # its workers), retrying that request on app2.
-    retried = [tried for tried in down if app1 in tried[:-1]]
     assert len(retried) <= DOWN_SECONDS // FAIL_TIMEOUT + 2, retried
     # Back within fail_timeout: app1 serves again.
-    assert sum(1 for tried in back if tried[-1] == app1) >= 5, back[-10:]
+    assert returned >= 5, back[-10:]
     assert result.failures <= FAILED_AT_STOP, result.failure_messages()
     assert result.requests >= 100, result.line()
 
@@ -191,3 +193,17 @@ def test_a_distributed_run_with_workers_on_two_vms_reports_the_combined_load(lab
         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    match = REPORT_LINE.search(proc.stdout)
+    assert match, proc.stdout[-3000:]
+    summary = json.loads((Path(match.group(2)) / "summary.json").read_text())
+    counts = summary["loadgen"]["worker_counts"]
+    # One worker on each loadgen VM, each with load of its own, adding up on the master.
+    assert summary["workers"] == 2, summary
+    assert sorted(count["where"] for count in counts) == ["app1", "app2"], counts
+    assert all(count["requests"] > 0 for count in counts), counts
+    assert sum(count["requests"] for count in counts) == summary["requests"] > 0, summary
+    FIGURES.append(
+        f"distributed locust, {lab_deployed.lb.server}: "
+        + " + ".join(f"{c['where']} {c['requests']}" for c in counts)
+        + f" = {summary['requests']} requests on the master, {summary['failures']} failed"
+    )

@@ -25,22 +25,25 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,10}$")
 BRIDGE_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 
 
-def validate_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name):
-        raise LocalVMError(
-            f"invalid VM name {name!r}: use 1-11 characters, a-z, 0-9 and '-', "
-            "starting with a letter (the host interface ve-NAME must fit in 15 characters)"
-        )
+def validated(name: str, pattern: re.Pattern[str], what: str, rule: str) -> str:
+    """name itself if it matches pattern; otherwise an error saying what it must be."""
+    if not pattern.fullmatch(name):
+        raise LocalVMError(f"invalid {what} {name!r}: {rule}")
     return name
+
+
+def validate_name(name: str) -> str:
+    return validated(
+        name, NAME_RE, "VM name", "use 1-11 characters, a-z, 0-9 and '-', starting with a letter"
+        " (the host interface ve-NAME must fit in 15 characters)",
+    )  # fmt: skip
 
 
 def validate_bridge(name: str) -> str:
-    if not BRIDGE_RE.fullmatch(name):
-        raise LocalVMError(
-            f"invalid bridge name {name!r}: use 1-15 characters, a-z, 0-9 and '-', "
-            "starting with a letter (the kernel's limit for an interface name)"
-        )
-    return name
+    return validated(
+        name, BRIDGE_RE, "bridge name", "use 1-15 characters, a-z, 0-9 and '-', starting with a"
+        " letter (the kernel's limit for an interface name)",
+    )  # fmt: skip
 
 
 def parse_subnet(text: str) -> IPv4Network:

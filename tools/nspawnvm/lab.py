@@ -13,7 +13,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 from .commands import bring_up, cmd_destroy, cmd_stop, machine_status, vm_lock
-from .config import STATE_ROOT, Machine, max_index, validate_name
+from .config import STATE_ROOT, Machine, max_index, validate_name, validated
 from .errors import LocalVMError, say
 from .network import release_bridge
 from .processes import vm_running
@@ -26,12 +26,10 @@ LAB_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,8}[a-z-])?$")
 
 
 def validate_lab_name(name: str) -> str:
-    if not LAB_RE.fullmatch(name):
-        raise LocalVMError(
-            f"invalid lab name {name!r}: use 1-10 characters, a-z, 0-9 and '-', starting with "
-            "a letter and not ending with a digit (its VMs are NAME1, NAME2, ...)"
-        )
-    return name
+    return validated(
+        name, LAB_RE, "lab name", "use 1-10 characters, a-z, 0-9 and '-', starting with a letter"
+        " and not ending with a digit (its VMs are NAME1, NAME2, ...)",
+    )  # fmt: skip
 
 
 def lab_bridge(lab: str) -> str:
