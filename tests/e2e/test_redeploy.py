@@ -35,7 +35,7 @@ def break_health(package: Path) -> None:
     """/healthz answers 500; the captcha endpoints still work."""
     pages = package / "pages.py"
     text = pages.read_text()
-    ok = 'return jsonify(status="ok", store="ok", version=__version__), 200'
+    ok = 'return jsonify(status="ok", store="ok", version=__version__, host=host), 200'
     assert ok in text
     pages.write_text(text.replace(ok, ok.replace("), 200", "), 500")))
 
