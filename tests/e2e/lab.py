@@ -19,6 +19,7 @@ NAME = os.environ.get("LOCALVM_LAB", "lab")
 SUBNET = IPv4Network(os.environ.get("LOCALVM_LAB_SUBNET", "10.231.2.0/24"))
 # Inventory host -> its VM, in configs/lab/hosts.yml's order (the VM's index).
 HOSTS = {"lb1": 1, "app1": 2, "app2": 3}
+WORKERS = 2  # per app host: three VMs share this machine's cores
 SECRETS = ROOT / INVENTORY / ".secrets"
 # One line of PLAY RECAP: host, then its counts.
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", re.M)
@@ -56,7 +57,9 @@ class Lab:
         return str(SUBNET.network_address + 1)
 
     def deploy(self, label: str, **extra_vars: object) -> Deploy:
-        return self.lb.deploy(label, **extra_vars)
+        """deploy.yml on the whole lab, with the server it runs (unless extra_vars name one)."""
+        values = {"app_server": self.lb.server, "app_workers": WORKERS, **extra_vars}
+        return self.lb.deploy(label, **{k: v for k, v in values.items() if v is not None})
 
 
 def changed_by_host(deploy: Deploy) -> dict[str, int]:

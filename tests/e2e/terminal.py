@@ -1,12 +1,15 @@
-"""Commands run in a pseudo-terminal, as a person runs them (make pdb)."""
+"""make targets run as a person runs them: make pdb in a pseudo-terminal, make profiler's tunnel."""
 
 from __future__ import annotations
 
+import base64
 import os
 import select
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 
 from stack import ROOT
 
@@ -47,3 +50,39 @@ def make_pdb(*args: str, session: list[tuple[str, str]], seconds: float = 60) ->
     finally:
         os.close(main)
     return rc, shown.decode("utf-8", "replace")
+
+
+def basic_auth(password: str) -> dict[str, str]:
+    token = base64.b64encode(f"admin:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def make_profiler(*args: str, password: str, seconds: float = 20) -> tuple[str, str]:
+    """`make profiler ARGS` on a free local port, then Ctrl-C: (the page of every profile
+    through its tunnel, everything make printed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tunnel = subprocess.Popen(
+        ["make", "-s", "profiler", f"PROFILER_PORT={port}", *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/_profiler/showall"
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            request = urllib.request.Request(url, headers=basic_auth(password))
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    page = response.read().decode()
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+    finally:
+        os.killpg(tunnel.pid, signal.SIGTERM)  # make, the script and its ssh: as Ctrl-C does
+        output = tunnel.communicate(timeout=10)[0]
+    assert url in output, output
+    return page, output

@@ -3,22 +3,16 @@ scrubbed headers, bounded disk under load, streams unbuffered, and the page clos
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
-import time
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from conftest import MAX_PROFILES, WORKERS
-from stack import ROOT, Stack, assert_unbuffered, secret
+from stack import Stack, assert_unbuffered, secret
+from terminal import basic_auth, make_profiler
 
 PROFILES = "/var/lib/sample_app/profiles"
 # Runs on the VM (no single quotes: it travels in them): argv DIR SECONDS; samples the number
@@ -48,11 +42,6 @@ print(json.dumps(records))
 
 def trigger() -> dict[str, str]:
     return {"X-Wsgiprobe-Profile": secret("profiling_token")}
-
-
-def basic_auth(password: str) -> dict[str, str]:
-    token = base64.b64encode(f"admin:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
 def records(stack: Stack) -> list[dict]:
@@ -180,35 +169,8 @@ def _deployed_with_the_profiler(deployed: Stack):
 
 
 def test_make_profiler_opens_a_tunnel_to_the_page(deployed: Stack):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    tunnel = subprocess.Popen(
-        ["make", "-s", "profiler", f"PROFILER_PORT={port}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        page = wait_for_page(port, basic_auth(secret("profiling_password")))
-        assert "All profiles" in page
-    finally:
-        os.killpg(tunnel.pid, signal.SIGTERM)  # make, the script and its ssh: as Ctrl-C does
-        output = tunnel.communicate(timeout=10)[0]
-    assert f"http://127.0.0.1:{port}/_profiler/showall" in output
+    page, output = make_profiler(password=secret("profiling_password"))
+    assert "All profiles" in page
+    assert "/_profiler/showall" in output
     assert "profiling_password" in output  # where the password is, never the password itself
     assert secret("profiling_password") not in output
-
-
-def wait_for_page(port: int, headers: dict[str, str], seconds: float = 20) -> str:
-    deadline = time.monotonic() + seconds
-    while True:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/_profiler/showall", headers=headers
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
