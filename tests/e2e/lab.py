@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 
+import yaml
+
 from stack import LOCALVM, ROOT, Deploy, Stack
 
 INVENTORY = "configs/lab"
@@ -60,6 +62,19 @@ class Lab:
         """deploy.yml on the whole lab, with the server it runs (unless extra_vars name one)."""
         values = {"app_server": self.lb.server, "app_workers": WORKERS, **extra_vars}
         return self.lb.deploy(label, **{k: v for k, v in values.items() if v is not None})
+
+
+def inventory_without(host: str, directory: Path) -> Path:
+    """configs/lab without one host, written in directory; its group_vars and secrets stay
+    configs/lab's, so that only the topology differs."""
+    hosts = yaml.safe_load((ROOT / INVENTORY / "hosts.yml").read_text())
+    for group in hosts["all"]["children"].values():
+        group["hosts"].pop(host, None)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    for shared in ("group_vars", ".secrets"):
+        (directory / shared).symlink_to(ROOT / INVENTORY / shared)
+    return directory
 
 
 def changed_by_host(deploy: Deploy) -> dict[str, int]:

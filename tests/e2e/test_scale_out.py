@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from lab import (
     changed_by_host,
     connect,
     connect_from,
+    inventory_without,
     lab_command,
     oracle_file,
     vm,
@@ -219,3 +221,21 @@ def test_a_distributed_run_with_workers_on_two_vms_reports_the_combined_load(lab
         + " + ".join(f"{c['where']} {c['requests']}" for c in counts)
         + f" = {summary['requests']} requests on the master, {summary['failures']} failed"
     )
+
+
+def test_an_app_host_added_to_the_inventory_serves_after_one_deploy(
+    lab_deployed: Lab, tmp_path: Path
+):
+    lab = lab_deployed
+    server = lab.lb.server
+    smaller = replace(lab.lb, inventory=str(inventory_without("app2", tmp_path / "lab")))
+    before = smaller.deploy(f"lab-without-app2-{server}", app_server=server, app_workers=WORKERS)
+    assert before.rc == 0, before.tail()
+    assert {lab.lb.get("/healthz").json()["host"] for _ in range(10)} == {lab.app1.name}
+    assert connect_from(lab.app2, lab.lb.address, REDIS_PORT) == "refused"
+    # The same deploy on the whole inventory: the store's firewall must admit app2 before
+    # app2's warm-up reaches Redis, and the lb must balance to it.
+    added = lab.deploy(f"lab-app2-added-{server}")
+    assert added.rc == 0, added.tail()
+    answered = {lab.lb.get("/healthz").json()["host"] for _ in range(40)}
+    assert answered == {lab.app1.name, lab.app2.name}, answered
