@@ -8,7 +8,7 @@ import re
 import shlex
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -58,10 +58,16 @@ class Lab:
         """The host's own address on the lab network: a host outside the topology."""
         return str(SUBNET.network_address + 1)
 
-    def deploy(self, label: str, **extra_vars: object) -> Deploy:
-        """deploy.yml on the whole lab, with the server it runs (unless extra_vars name one)."""
+    def deploy(self, label: str, inventory: Path | None = None, **extra_vars: object) -> Deploy:
+        """deploy.yml on the whole lab (or another inventory of its hosts), with the server it
+        runs (unless extra_vars name one)."""
         values = {"app_server": self.lb.server, "app_workers": WORKERS, **extra_vars}
-        return self.lb.deploy(label, **{k: v for k, v in values.items() if v is not None})
+        stack = replace(self.lb, inventory=str(inventory)) if inventory else self.lb
+        return stack.deploy(label, **{k: v for k, v in values.items() if v is not None})
+
+    def hosts_answering(self, requests: int) -> list[str]:
+        """The app host that answered each of that many /healthz through the lb."""
+        return [self.lb.get("/healthz").json()["host"] for _ in range(requests)]
 
 
 def inventory_without(host: str, directory: Path) -> Path:
