@@ -12,7 +12,7 @@ from nspawnvm.config import DEFAULT_NAME
 from nspawnvm.lab import DEFAULT_LAB, DEFAULT_LAB_SUBNET
 
 LAB_ENV = ("LOCALVM_NAME", "LOCALVM_SUBNET", "LOCALVM_LAB", "LOCALVM_LAB_SUBNET")
-VM_ENV = ("LOCALVM_NAME", "LOCALVM_SUBNET", "LOCALVM_BRIDGE", "LOCALVM_INDEX")
+VM_ENV = ("LOCALVM_NAME", "LOCALVM_SUBNET", "LOCALVM_BRIDGE", "LOCALVM_INDEX", "LOCALVM_RELEASE")
 
 
 @pytest.fixture
@@ -66,6 +66,23 @@ def test_non_root_gets_one_line_and_exit_2(monkeypatch, capsys) -> None:
 def test_bad_name_is_an_error_not_a_traceback(capsys) -> None:
     assert main(["--name", "Bad_Name", "address"]) == 1
     assert capsys.readouterr().err.startswith("localvm: error: invalid VM name 'Bad_Name'")
+
+
+def test_unknown_release_is_one_line_before_anything_runs(clean_env, capsys) -> None:
+    clean_env.setenv("LOCALVM_RELEASE", "sid")
+    # up would need root and boot a VM: the release is refused before either.
+    assert main(["--name", "lvtest", "up"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "localvm: error: unknown release 'sid': use trixie (Debian 13) or bookworm (Debian 12)\n"
+    )
+
+
+def test_release_from_option_or_environment(clean_env) -> None:
+    assert parse_args(["up"]).release is None  # the existing VM's, else the default
+    clean_env.setenv("LOCALVM_RELEASE", "bookworm")
+    assert parse_args(["up"]).release == "bookworm"
+    assert parse_args(["--release", "trixie", "up"]).release == "trixie"
 
 
 # --- bridge and index ------------------------------------------------------------------------

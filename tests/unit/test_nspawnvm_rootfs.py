@@ -10,13 +10,17 @@ import pytest
 from nspawnvm.errors import LocalVMError
 from nspawnvm.rootfs import (
     BASE_FORMAT,
+    DEFAULT_RELEASE,
     NETWORK_FILE,
     base_is_complete,
     base_recipe,
+    chosen_release,
     mounts_under,
     render_apt_sources,
     render_hosts,
     render_network_config,
+    rootfs_release,
+    validate_release,
     write_into,
 )
 
@@ -50,13 +54,46 @@ def test_network_config(machine) -> None:
     assert Path(NETWORK_FILE).name < "80-container-host0.network"
 
 
-def test_apt_sources() -> None:
-    lines = render_apt_sources("http://deb.debian.org/debian").splitlines()
+@pytest.mark.parametrize("release", ["trixie", "bookworm"])
+def test_apt_sources(release: str) -> None:
+    lines = render_apt_sources("http://deb.debian.org/debian", release).splitlines()
     assert lines == [
-        "deb http://deb.debian.org/debian bookworm main",
-        "deb http://deb.debian.org/debian bookworm-updates main",
-        "deb http://deb.debian.org/debian-security bookworm-security main",
+        f"deb http://deb.debian.org/debian {release} main",
+        f"deb http://deb.debian.org/debian {release}-updates main",
+        f"deb http://deb.debian.org/debian-security {release}-security main",
     ]
+
+
+# --- releases --------------------------------------------------------------------------------
+
+
+def test_the_default_release_is_debian_13() -> None:
+    assert DEFAULT_RELEASE == "trixie"
+
+
+@pytest.mark.parametrize("release", ["sid", "buster", "Trixie", "", "trixie; rm -rf /"])
+def test_an_unknown_release_is_refused_with_the_known_ones(release: str) -> None:
+    with pytest.raises(LocalVMError, match=r"use trixie \(Debian 13\) or bookworm \(Debian 12\)"):
+        validate_release(release)
+
+
+def test_the_release_asked_for_wins_over_the_default() -> None:
+    assert chosen_release("bookworm", None, "vm") == "bookworm"
+    assert chosen_release(None, None, "vm") == "trixie"
+
+
+def test_an_existing_vm_keeps_its_release_unless_another_is_asked_for() -> None:
+    assert chosen_release(None, "bookworm", "vm") == "bookworm"
+    assert chosen_release("bookworm", "bookworm", "vm") == "bookworm"
+    with pytest.raises(LocalVMError, match="vm runs bookworm, not trixie: destroy it first"):
+        chosen_release("trixie", "bookworm", "vm")
+
+
+def test_rootfs_release_reads_os_release(tmp_path) -> None:
+    assert rootfs_release(tmp_path) is None
+    write_into(tmp_path, "etc/os-release", 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\n'
+               'VERSION_CODENAME=trixie\nID=debian\n')  # fmt: skip
+    assert rootfs_release(tmp_path) == "trixie"
 
 
 def test_hosts_file_names_the_vm() -> None:
@@ -64,12 +101,13 @@ def test_hosts_file_names_the_vm() -> None:
 
 
 def test_base_marker() -> None:
-    good = json.dumps({"recipe": base_recipe(), "built_at": 1.0})
-    assert base_is_complete(good)
-    assert not base_is_complete(None)
-    assert not base_is_complete("{half")
-    old = base_recipe() | {"format": BASE_FORMAT - 1}
-    assert not base_is_complete(json.dumps({"recipe": old}))
+    good = json.dumps({"recipe": base_recipe("trixie"), "built_at": 1.0})
+    assert base_is_complete(good, "trixie")
+    assert not base_is_complete(good, "bookworm")
+    assert not base_is_complete(None, "trixie")
+    assert not base_is_complete("{half", "trixie")
+    old = base_recipe("trixie") | {"format": BASE_FORMAT - 1}
+    assert not base_is_complete(json.dumps({"recipe": old}), "trixie")
 
 
 # --- rootfs writes ---------------------------------------------------------------------------

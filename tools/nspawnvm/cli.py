@@ -36,7 +36,7 @@ from .config import (
 from .errors import LocalVMError, PreconditionError
 from .host import check_preconditions
 from .lab import DEFAULT_LAB, DEFAULT_LAB_SUBNET, cmd_lab
-from .rootfs import DEFAULT_CACHE, DEFAULT_MIRROR
+from .rootfs import DEFAULT_CACHE, DEFAULT_MIRROR, DEFAULT_RELEASE, RELEASES, validate_release
 
 COMMANDS = {
     "up": cmd_up,
@@ -113,6 +113,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         cache=env.get("LOCALVM_CACHE", DEFAULT_CACHE),
         mirror=env.get("LOCALVM_MIRROR", DEFAULT_MIRROR),
     )
+    parser.add_argument(
+        "--release",
+        default=env.get("LOCALVM_RELEASE") or None,
+        help=(
+            f"Debian release of a new VM: {', '.join(RELEASES)} (env LOCALVM_RELEASE; default: "
+            f"the one an existing VM runs, else {DEFAULT_RELEASE})"
+        ),
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {
         "up": "create or start the VM and wait until SSH works",
@@ -185,6 +193,8 @@ def recorded_state(name: str) -> VMState | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.release is not None:
+            validate_release(args.release)
         if args.command == "lab":
             check_preconditions()
             return cmd_lab(args.name, parse_subnet(args.subnet), args)

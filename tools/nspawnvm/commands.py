@@ -34,7 +34,7 @@ from .processes import (
     vm_running,
     wait_until,
 )
-from .rootfs import configure_for_boot, create_rootfs, remove_tree
+from .rootfs import chosen_release, configure_for_boot, create_rootfs, remove_tree, rootfs_release
 from .ssh import ssh_command, ssh_works, wait_for_ssh
 
 
@@ -117,6 +117,7 @@ def boot_and_record(machine: Machine) -> VMState:
 
 def print_summary(machine: Machine, started: float) -> None:
     print(f"name:    {machine.name}")
+    print(f"release: {rootfs_release(machine.rootfs)}")
     print(f"address: {machine.vm_address}")
     print(f"ssh:     ssh -F {machine.ssh_config} {machine.name}")
     print(f"took:    {time.monotonic() - started:.1f} s")
@@ -131,6 +132,8 @@ def cmd_up(machine: Machine, args: argparse.Namespace) -> int:
 
 def bring_up(machine: Machine, args: argparse.Namespace) -> None:
     """Reuse, repair, restart or boot the VM until SSH works."""
+    # Checked before anything changes, a running VM included: it cannot change release.
+    release = chosen_release(args.release, rootfs_release(machine.rootfs), machine.name)
     state = read_state(machine.state_file)
     nspawns, inits = nspawn_pids(machine), container_init_pids(machine)
     changed = changed_settings(state, machine) if (nspawns or inits) and state else []
@@ -163,7 +166,7 @@ def bring_up(machine: Machine, args: argparse.Namespace) -> None:
     machine.dir.mkdir(parents=True, exist_ok=True)
     machine.dir.chmod(0o700)
     if not machine.rootfs.exists():
-        create_rootfs(machine, Path(args.cache), args.mirror)
+        create_rootfs(machine, Path(args.cache), args.mirror, release)
     configure_for_boot(machine)
     state = start_vm(machine)
     wait_for_ssh(machine, state.nspawn_pid)

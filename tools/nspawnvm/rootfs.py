@@ -19,10 +19,13 @@ from .errors import LocalVMError, say
 from .host import file_lock, run, run_logged
 from .ssh import ensure_client_key, known_hosts_line, render_ssh_config
 
-DEFAULT_CACHE = "/var/cache/localvm/bookworm"
+# One base image per release, each in a folder of its own under the cache.
+DEFAULT_CACHE = "/var/cache/localvm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
-SUITE = "bookworm"
+# The Debian releases a VM can run, the default (the current stable) first.
+RELEASES = {"trixie": "Debian 13", "bookworm": "Debian 12"}
+DEFAULT_RELEASE = next(iter(RELEASES))
 BASE_PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -53,11 +56,42 @@ def render_network_config(machine: Machine) -> str:
     )
 
 
-def render_apt_sources(mirror: str) -> str:
+def validate_release(release: str) -> str:
+    if release not in RELEASES:
+        known = " or ".join(f"{name} ({label})" for name, label in RELEASES.items())
+        raise LocalVMError(f"unknown release {release!r}: use {known}")
+    return release
+
+
+def rootfs_release(rootfs: Path) -> str | None:
+    """The release an existing rootfs was built from (its os-release), None if unreadable."""
+    try:
+        text = (rootfs / "etc/os-release").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^VERSION_CODENAME=\"?([a-z]+)\"?$", text, re.M)
+    return found.group(1) if found else None
+
+
+def chosen_release(asked: str | None, existing: str | None, name: str) -> str:
+    """The release of the VM: the one asked for, else the one its disk already holds, else the
+    default. A VM cannot change release in place."""
+    if asked is not None:
+        validate_release(asked)
+        if existing is not None and existing != asked:
+            raise LocalVMError(
+                f"{name} runs {existing}, not {asked}: destroy it first to change its release "
+                "(make vm-destroy), or leave RELEASE unset to keep it"
+            )
+        return asked
+    return existing or DEFAULT_RELEASE
+
+
+def render_apt_sources(mirror: str, release: str) -> str:
     return (
-        f"deb {mirror} {SUITE} main\n"
-        f"deb {mirror} {SUITE}-updates main\n"
-        f"deb {SECURITY_MIRROR} {SUITE}-security main\n"
+        f"deb {mirror} {release} main\n"
+        f"deb {mirror} {release}-updates main\n"
+        f"deb {SECURITY_MIRROR} {release}-security main\n"
     )
 
 
@@ -71,18 +105,20 @@ def render_hosts(name: str) -> str:
     )
 
 
-def base_recipe() -> dict[str, object]:
-    return {"format": BASE_FORMAT, "suite": SUITE, "variant": "minbase", "packages": BASE_PACKAGES}
+def base_recipe(release: str) -> dict[str, object]:
+    return {
+        "format": BASE_FORMAT, "suite": release, "variant": "minbase", "packages": BASE_PACKAGES,
+    }  # fmt: skip
 
 
-def base_is_complete(marker_text: str | None) -> bool:
+def base_is_complete(marker_text: str | None, release: str) -> bool:
     if marker_text is None:
         return False
     try:
         recorded = json.loads(marker_text)
     except ValueError:
         return False
-    expected = json.loads(json.dumps(base_recipe()))  # tuples become lists, as in the file
+    expected = json.loads(json.dumps(base_recipe(release)))  # tuples become lists, as in the file
     return isinstance(recorded, dict) and recorded.get("recipe") == expected
 
 
@@ -133,40 +169,42 @@ def remove_tree(path: Path) -> None:
     run(["rm", "-rf", "--one-file-system", str(path)], timeout=600)
 
 
-def build_base(rootfs: Path, mirror: str, log: Path) -> None:
+def build_base(rootfs: Path, mirror: str, release: str, log: Path) -> None:
     cmd = [
         "debootstrap",
         "--variant=minbase",
         f"--include={','.join(BASE_PACKAGES)}",
-        SUITE,
+        release,
         str(rootfs),
         mirror,
     ]
-    say(f"building the {SUITE} base image with debootstrap (once; about a minute)...")
+    say(f"building the {release} base image with debootstrap (once; about a minute)...")
     run_logged(cmd, log, "debootstrap", timeout=1800)
     # Generic to every VM, so done once here: networkd (the address must survive a reboot of the
     # VM), apt sources, and no SSH host keys (each VM gets its own).
     chroot_run(rootfs, "systemctl", "enable", "systemd-networkd")
-    write_into(rootfs, "etc/apt/sources.list", render_apt_sources(mirror))
+    write_into(rootfs, "etc/apt/sources.list", render_apt_sources(mirror, release))
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     chroot_run(rootfs, "apt-get", "clean")
 
 
-def ensure_base(cache: Path, mirror: str) -> Path:
-    """The base rootfs, built once into a temp dir and renamed into place when complete."""
+def ensure_base(cache_root: Path, mirror: str, release: str) -> Path:
+    """The release's base rootfs, built once into a temp dir and renamed into place when
+    complete."""
+    cache = cache_root / release
     marker = cache / "base.json"
     with file_lock(cache.parent / f".{cache.name}.lock", f"the base image {cache}"):
         with contextlib.suppress(OSError):
-            if base_is_complete(marker.read_text()):
+            if base_is_complete(marker.read_text(), release):
                 return cache / "rootfs"
         for leftover in cache.parent.glob(f".{cache.name}.tmp-*"):
             say(f"removing an unfinished build: {leftover}")
             remove_tree(leftover)
         tmp = cache.parent / f".{cache.name}.tmp-{os.getpid()}"
         (tmp / "rootfs").mkdir(parents=True)
-        build_base(tmp / "rootfs", mirror, tmp / "debootstrap.log")
-        recipe = {"recipe": base_recipe(), "mirror": mirror, "built_at": time.time()}
+        build_base(tmp / "rootfs", mirror, release, tmp / "debootstrap.log")
+        recipe = {"recipe": base_recipe(release), "mirror": mirror, "built_at": time.time()}
         (tmp / "base.json").write_text(json.dumps(recipe, indent=2) + "\n")
         if cache.exists():
             outdated = cache.parent / f".{cache.name}.tmp-old-{os.getpid()}"
@@ -223,8 +261,8 @@ def configure_for_boot(machine: Machine) -> None:
     )
 
 
-def create_rootfs(machine: Machine, cache: Path, mirror: str) -> None:
-    base = ensure_base(cache, mirror)
+def create_rootfs(machine: Machine, cache_root: Path, mirror: str, release: str) -> None:
+    base = ensure_base(cache_root, mirror, release)
     tmp = machine.dir / "rootfs.tmp"
     if tmp.exists():
         remove_tree(tmp)
