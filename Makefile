@@ -6,6 +6,13 @@ ENV ?= local
 APP_SERVER ?=
 VENV ?= .venv
 PYTHON ?= python3
+# The controller venv is made for one Python: a host upgraded to another (Debian 12 -> 13:
+# 3.11 -> 3.13) gets a new one.
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+# make vm RELEASE=trixie|bookworm: the Debian release of a new VM (default: the one an existing
+# VM runs, else trixie, Debian 13).
+RELEASE ?=
+export LOCALVM_RELEASE := $(or $(RELEASE),$(LOCALVM_RELEASE))
 export LOCALVM_NAME ?= flaskvm
 export LOCALVM_SUBNET ?= 10.231.0.0/24
 # make vm N=3: a lab of N VMs LAB1..LABN on one bridge br-LAB and subnet, beside the single VM;
@@ -16,9 +23,17 @@ LAB_SUBNET ?= $(or $(LOCALVM_LAB_SUBNET),10.231.2.0/24)
 # Exported so that an inventory can name the lab's VMs.
 export LOCALVM_LAB := $(LAB)
 export LOCALVM_LAB_SUBNET := $(LAB_SUBNET)
-# The end-to-end tests boot a VM of their own, beside any VM you work with.
+# The end-to-end tests boot a VM of their own, beside any VM you work with: the whole suite on
+# Debian 13, then on Debian 12 (a VM of its own) each app server's deploy, warm-up, profiler,
+# pdb, captcha flow and store.
 E2E_VM_NAME ?= flasktest
 E2E_VM_SUBNET ?= 10.231.1.0/24
+E2E_RELEASE ?= trixie
+E2E_OTHER_RELEASE ?= bookworm
+E2E_OTHER_VM_NAME ?= e2e$(E2E_OTHER_RELEASE)
+E2E_OTHER_VM_SUBNET ?= 10.231.5.0/24
+E2E_OTHER_TESTS ?= $(addprefix tests/e2e/test_,deploy.py warmup.py profiler.py pdb.py captcha.py store.py)
+E2E_LOG_DIR ?= /tmp/e2e-logs
 # ...and a lab of their own for the scale-out tests (configs/lab).
 E2E_LAB ?= e2elab
 E2E_LAB_SUBNET ?= 10.231.4.0/24
@@ -46,7 +61,7 @@ LOADTEST_OPTS := $(if $(HOST),--host $(HOST)) $(if $(SCENARIO),--scenario $(SCEN
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(TAGS),--tags $(TAGS)) \
 	$(if $(LOADGEN),--loadgen $(ENV)) $(if $(LOADGEN_WORKERS),--loadgen-workers $(LOADGEN_WORKERS))
 
-.PHONY: help venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo rollback warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha lint unit e2e test clean
+.PHONY: help host-packages venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo rollback warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha lint unit e2e test clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,16 +71,22 @@ help: ## List the targets
 	@echo "              LOADGEN=1 LOADGEN_WORKERS=K (workers on configs/ENV's loadgen hosts, e.g. ENV=lab)"
 	@echo "  Several hosts: make vm N=3; make deploy ENV=lab; make pdb ENV=lab HOST=app2 WORKER=1"
 
-venv: $(VENV)/.installed ## Create the controller virtualenv (ansible, linters, pytest)
+host-packages: ## Install the Debian packages this machine needs, those missing only (as root)
+	@tools/host-packages
 
-$(VENV)/.installed: requirements-dev.txt sample_app/pyproject.toml profiling/pyproject.toml
-	@echo "==> Creating $(VENV) with the controller tools"
+venv: $(VENV)/.installed-py$(PYTHON_VERSION) ## Create the controller virtualenv (ansible, linters, pytest)
+
+$(VENV)/.installed-py$(PYTHON_VERSION): requirements-dev.txt sample_app/pyproject.toml profiling/pyproject.toml
+	@echo "==> Creating $(VENV) with the controller tools (Python $(PYTHON_VERSION))"
+	@# A venv of another Python is made anew, not patched over.
+	@if [ -d $(VENV) ] && [ ! -d $(VENV)/lib/python$(PYTHON_VERSION) ]; then \
+		echo "    $(VENV) was made for another Python: replacing it"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@touch $@
 
-vm: ## Boot the local VM, or with N=3 a lab of 3 VMs on one bridge (idempotent: reuses running VMs)
+vm: ## Boot the local VM (RELEASE=trixie|bookworm), or with N=3 a lab of 3 VMs on one bridge (idempotent)
 	@$(if $(N),$(LOCALVM_LAB_CMD) up --count $(N),$(LOCALVM) up)
 
 vm-stop: ## Stop the local VM (N=3: every VM of the lab), keeping the disks
@@ -140,9 +161,13 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff, vagrant validat
 unit: venv ## Unit tests (no VM)
 	$(BIN)/pytest -q sample_app/tests profiling/tests tests/unit
 
-e2e: venv ## End-to-end tests on a VM of their own (KEEP_VM=1 keeps it)
-	LOCALVM_NAME=$(E2E_VM_NAME) LOCALVM_SUBNET=$(E2E_VM_SUBNET) LOCALVM_LAB=$(E2E_LAB) \
-		LOCALVM_LAB_SUBNET=$(E2E_LAB_SUBNET) $(BIN)/pytest -v -rs tests/e2e
+e2e: venv ## End-to-end tests on VMs of their own, Debian 13 then 12 (KEEP_VM=1 keeps them)
+	LOCALVM_NAME=$(E2E_VM_NAME) LOCALVM_SUBNET=$(E2E_VM_SUBNET) LOCALVM_RELEASE=$(E2E_RELEASE) \
+		LOCALVM_LAB=$(E2E_LAB) LOCALVM_LAB_SUBNET=$(E2E_LAB_SUBNET) \
+		E2E_LOG_DIR=$(E2E_LOG_DIR)/$(E2E_RELEASE) $(BIN)/pytest -v -rs --durations=10 tests/e2e
+	LOCALVM_NAME=$(E2E_OTHER_VM_NAME) LOCALVM_SUBNET=$(E2E_OTHER_VM_SUBNET) \
+		LOCALVM_RELEASE=$(E2E_OTHER_RELEASE) E2E_LOG_DIR=$(E2E_LOG_DIR)/$(E2E_OTHER_RELEASE) \
+		$(BIN)/pytest -v -rs --durations=10 $(E2E_OTHER_TESTS)
 
 test: lint unit e2e ## Everything: lint, unit and end-to-end tests
 
