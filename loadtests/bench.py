@@ -122,7 +122,7 @@ def uwsgi_args(config: Config, address: str) -> str:
     )
     return (
         f"--strict --processes 1 --virtualenv {VENV} --module wsgiprobe.entrypoint:application"
-        f" --enable-threads --py-call-osafterfork --single-interpreter --buffer-size 32768"
+        f" --enable-threads --py-call-uwsgi-fork-hooks --single-interpreter --buffer-size 32768"
         f" {bind} --vacuum"
     )
 

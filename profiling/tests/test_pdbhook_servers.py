@@ -254,7 +254,7 @@ def start_server(kind, tmp):
     else:
         command = [
             str(BIN / "uwsgi"), "--master", "--processes", "2",
-            "--http-socket", f"127.0.0.1:{port}", "--py-call-osafterfork", "--enable-threads",
+            "--http-socket", f"127.0.0.1:{port}", "--py-call-uwsgi-fork-hooks", "--enable-threads",
             "--stats", str(tmp / "stats.sock"), "--home", str(VENV), "--chdir", str(tmp),
             "--wsgi-file", "pdbtest_app.py", "--callable", "application",
             "--need-app", "--die-on-term",

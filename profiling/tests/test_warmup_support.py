@@ -169,7 +169,7 @@ def run_server(
             UWSGI, "--master", "--processes", str(workers), "--http-socket", f"127.0.0.1:{port}",
             "--stats", str(stats), "--home", str(VENV), "--module", "probe_app:application",
             "--pythonpath", str(directory), "--die-on-term", "--disable-logging",
-            "--py-call-osafterfork", *(["--lazy-apps"] if lazy_apps else []),
+            "--py-call-uwsgi-fork-hooks", *(["--lazy-apps"] if lazy_apps else []),
         ]  # fmt: skip
     log = directory / f"{kind}.log"
     with log.open("wb") as out:
