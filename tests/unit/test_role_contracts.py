@@ -40,3 +40,21 @@ def test_preflight_checks_every_role_with_a_spec():
     checked = yaml.safe_load((ROOT / "roles/preflight/defaults/main.yml").read_text())
     with_spec = {p.parent.parent.name for p in (ROOT / "roles").glob("*/meta/argument_specs.yml")}
     assert set(checked["preflight_roles"]) == with_spec - {"preflight"}
+
+
+def _platforms(role: str) -> list[dict]:
+    meta = yaml.safe_load((ROOT / "roles" / role / "meta/main.yml").read_text())
+    return meta["galaxy_info"]["platforms"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_supports_the_platforms_preflight_admits(role):
+    # preflight reads its own metadata's platforms: a role that lists others would be deployed
+    # where it was never tested, or refused where it works.
+    assert _platforms(role) == _platforms("preflight")
+
+
+def test_the_local_vm_builds_the_releases_the_roles_support():
+    from nspawnvm.rootfs import RELEASES
+
+    assert _platforms("preflight") == [{"name": "Debian", "versions": list(RELEASES)}]
