@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from load import LOADS
 from stack import FIGURES, LOCALVM, ROOT, TIMINGS, Stack, require_booted
+
+sys.path.insert(0, str(ROOT / "tools"))
+from nspawnvm.rootfs import DEFAULT_RELEASE
+
+# The Debian release of the tests' VMs (make e2e passes it). A test marked release("x") is
+# about that release alone: on the other it is deselected, not skipped.
+RELEASE = os.environ.get("LOCALVM_RELEASE") or DEFAULT_RELEASE
 
 SERVERS = ("uwsgi", "gunicorn")
 # Not the CPU count of the VM, so that a passing worker test proves the variable is used; 4, so
@@ -65,6 +73,21 @@ def deployed(request: pytest.FixtureRequest, stack: Stack) -> Stack:
     result = stack.deploy(f"deploy-{server}", app_server=server, **DEPLOY_VARS)
     assert result.rc == 0, f"deploy with {server} failed:\n{result.tail()}"
     return stack
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "release(name): only on VMs of that Debian release")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    other = [
+        item
+        for item in items
+        if (marker := item.get_closest_marker("release")) and marker.args[0] != RELEASE
+    ]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [item for item in items if item not in other]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

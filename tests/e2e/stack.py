@@ -236,6 +236,20 @@ class Stack:
         connection.close()
         return arrivals, events, ended
 
+    def store_service(self) -> str:
+        """The store's systemd unit on the VM: the redis role's choice for its release."""
+        out = self.ssh(
+            "systemctl list-unit-files --state=enabled --no-legend"
+            " valkey-server.service redis-server.service"
+        ).stdout.split()
+        units = [word.removesuffix(".service") for word in out if word.endswith(".service")]
+        assert len(units) == 1, f"not one store server enabled: {out}"
+        return units[0]
+
+    def release(self) -> str:
+        """The Debian release the VM runs (trixie, bookworm)."""
+        return self.ssh(". /etc/os-release && echo $VERSION_CODENAME").stdout.strip()
+
     def program_status(self) -> str:
         return self.ssh("supervisorctl status sample_app", check=False).stdout.strip()
 

@@ -106,7 +106,7 @@ def test_a_killed_master_is_restarted_by_supervisor(deployed: Stack):
 def test_redis_stopped_answers_503_and_recovers_without_a_restart(deployed: Stack):
     master, workers = deployed.master_pid(), deployed.worker_pids()
     with BackgroundLoad(f"{deployed.server}: Redis stopped") as outage:
-        deployed.ssh("systemctl stop redis-server")
+        deployed.ssh(f"systemctl stop {deployed.store_service()}")
         health = deployed.get("/healthz")
         assert health.status == 503, health.text
         assert health.json()["store"] == "unavailable"
@@ -115,7 +115,7 @@ def test_redis_stopped_answers_503_and_recovers_without_a_restart(deployed: Stac
         assert created.headers["Content-Type"].startswith("application/json")
         assert created.json()["error"]
         time.sleep(3)
-        deployed.ssh("systemctl start redis-server")
+        deployed.ssh(f"systemctl start {deployed.store_service()}")
         wait_until(lambda: deployed.get("/healthz").status == 200, RECOVERY_SECONDS, "healthy")
     during = outage.stop()
     assert during.failures > 0, "the load never met the outage"
@@ -136,4 +136,4 @@ def test_redis_stopped_answers_503_and_recovers_without_a_restart(deployed: Stac
 @pytest.fixture(autouse=True)
 def _store_is_up(deployed: Stack):
     yield
-    deployed.ssh("systemctl start redis-server")
+    deployed.ssh(f"systemctl start {deployed.store_service()}")

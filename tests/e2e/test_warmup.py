@@ -50,7 +50,7 @@ def test_a_failing_init_fails_the_warm_up_and_names_the_worker(deployed: Stack):
     # The store is part of the init: with Redis down, a new worker cannot finish its init.
     before = deployed.worker_pids()
     victim = deployed.workers_status()[1]["pid"]
-    deployed.ssh("systemctl stop redis-server")
+    deployed.ssh(f"systemctl stop {deployed.store_service()}")
     try:
         deployed.ssh(f"kill -{signal.SIGKILL.value} {victim}")
         (new_pid,) = deployed.wait_for_respawn(before, WORKERS) - before
@@ -60,7 +60,7 @@ def test_a_failing_init_fails_the_warm_up_and_names_the_worker(deployed: Stack):
         assert str(new_pid) in output
         assert "init_failed" in output or "cold" in output
     finally:
-        deployed.ssh("systemctl start redis-server")
+        deployed.ssh(f"systemctl start {deployed.store_service()}")
     result = deployed.warm_up("store-back")
     assert result.returncode == 0, result.stdout[-3000:]
     assert all(w["warm"] for w in deployed.workers_status().values())
@@ -69,4 +69,4 @@ def test_a_failing_init_fails_the_warm_up_and_names_the_worker(deployed: Stack):
 @pytest.fixture(autouse=True)
 def _store_is_up(deployed: Stack):
     yield
-    deployed.ssh("systemctl start redis-server")
+    deployed.ssh(f"systemctl start {deployed.store_service()}")
