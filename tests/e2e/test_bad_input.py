@@ -12,6 +12,8 @@ BAD_VALUES = [
     ({"nginx_listen_port": "80x"}, "nginx_listen_port"),
     ({"nginx_listen_port": 70000}, "nginx_listen_port must be an integer from 1 to 65535"),
     ({"nginx_app_read_timeout": 5}, "must exceed app_request_timeout"),
+    # The VM's release, unknown to the roles: as a host on another system is met.
+    ({"preflight_platforms": {"Debian": ["sid"]}}, "this bundle deploys to Debian sid only"),
 ]
 
 
