@@ -7,6 +7,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
+from nspawnvm import network
 from nspawnvm.config import Machine
 from nspawnvm.network import (
     bridge_comment,
@@ -14,9 +15,12 @@ from nspawnvm.network import (
     bridge_mac,
     bridge_peer_problems,
     iptables_nat,
+    keep_networkd_off,
     nat_rule_spec,
     parse_resolvers,
     parse_routes,
+    release_networkd,
+    render_networkd_unmanaged,
     rules_with_comment,
     should_disable_forwarding,
     subnet_conflicts,
@@ -215,3 +219,44 @@ def test_bridge_peer_problems(make_state) -> None:
     ]
     elsewhere = make_state(name="old1", subnet="10.231.9.0/24", vm_address="10.231.9.4")
     assert bridge_peer_problems(lab3, [elsewhere]) == ["old1 runs there on 10.231.9.0/24"]
+
+
+# --- systemd-networkd on the host ------------------------------------------------------------
+
+
+def test_networkd_is_kept_off_the_vms_links(machine) -> None:
+    assert render_networkd_unmanaged(machine) == (
+        "[Match]\nName=ve-lvtest\n\n[Link]\nUnmanaged=yes\n"
+    )
+    lab2 = replace(machine, name="lab2", bridge="br-lab", index=2)
+    assert "Name=vb-lab2 br-lab\n" in render_networkd_unmanaged(lab2)
+
+
+@pytest.fixture
+def networkd(monkeypatch, tmp_path):
+    """A host whose networkd runs (or not), its runtime folder in tmp_path, commands recorded."""
+    commands: list[list[str]] = []
+    monkeypatch.setattr(network, "NETWORKD_RUNTIME", tmp_path / "network")
+    monkeypatch.setattr(network, "run", lambda cmd, **_: commands.append(list(cmd)))
+    monkeypatch.setattr(network, "networkd_runs", lambda: True)
+    return commands
+
+
+def test_a_running_networkd_is_told_before_the_boot_and_released_after(machine, networkd):
+    keep_networkd_off(machine)
+    (written,) = (network.NETWORKD_RUNTIME).iterdir()
+    # Sorted before systemd's 80-container-ve.network: networkd applies the first match.
+    assert written.name == "10-localvm-lvtest.network" < "80-container-ve.network"
+    assert networkd == [["networkctl", "reload"]]
+    release_networkd(machine)
+    assert list(network.NETWORKD_RUNTIME.iterdir()) == []
+    assert networkd == [["networkctl", "reload"]] * 2
+    release_networkd(machine)  # again: nothing left, nothing to reload
+    assert len(networkd) == 2
+
+
+def test_no_networkd_no_file(machine, networkd, monkeypatch):
+    monkeypatch.setattr(network, "networkd_runs", lambda: False)
+    keep_networkd_off(machine)
+    assert not network.NETWORKD_RUNTIME.exists()
+    assert networkd == []

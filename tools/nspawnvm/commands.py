@@ -22,6 +22,7 @@ from .network import (
     clean_host_side,
     enable_forwarding,
     ensure_nat_rule,
+    keep_networkd_off,
     link_exists,
     set_up_host_side,
 )
@@ -80,6 +81,7 @@ def start_vm(machine: Machine) -> VMState:
     # The bridge's lock spans its set-up and the boot: a VM leaving the bridge meanwhile must
     # see this one running (its state file) before it decides to delete the bridge.
     with bridge_lock(machine.bridge):
+        keep_networkd_off(machine)
         if machine.bridge:
             set_up_host_side(machine)
         return boot_and_record(machine)
@@ -150,6 +152,7 @@ def bring_up(machine: Machine, args: argparse.Namespace) -> None:
     if action == "repair":
         say(f"{machine.name} is running but not reachable yet: setting up the host side again")
         with bridge_lock(machine.bridge):
+            keep_networkd_off(machine)
             set_up_host_side(machine)
             enable_forwarding(machine)
             ensure_nat_rule(machine)

@@ -1,7 +1,8 @@
 """The host side of the VM's network: checking that the subnet collides with no host route
 or resolver, the host address on the veth ve-NAME or on the bridge the VM joins, the NAT rule
 (found by its comment: localvm:NAME, or localvm:bridge:BRIDGE shared by the VMs of a bridge),
-and net.ipv4.ip_forward, turned off again only by whoever turned it on.
+net.ipv4.ip_forward, turned off again only by whoever turned it on, and on a host whose
+systemd-networkd runs, a runtime file that keeps it off the VM's links.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shlex
+import shutil
 from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -23,6 +25,7 @@ ROUTE_TYPES = frozenset(
     | {"nat", "anycast"}
 )
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+NETWORKD_RUNTIME = Path("/run/systemd/network")
 
 
 def parse_routes(text: str) -> list[tuple[IPv4Network, str | None]]:
@@ -155,6 +158,41 @@ def set_up_host_side(machine: Machine) -> None:
     prefix = machine.subnet.prefixlen
     run(["ip", "addr", "replace", f"{machine.host_address}/{prefix}", "dev", machine.iface])
     run(["ip", "link", "set", machine.iface, "up"])
+
+
+def render_networkd_unmanaged(machine: Machine) -> str:
+    names = " ".join(filter(None, (machine.iface, machine.bridge)))
+    return f"[Match]\nName={names}\n\n[Link]\nUnmanaged=yes\n"
+
+
+def networkd_file(machine: Machine) -> Path:
+    # Sorts before systemd's 80-container-ve.network: networkd applies the first match.
+    return NETWORKD_RUNTIME / f"10-localvm-{machine.name}.network"
+
+
+def networkd_runs() -> bool:
+    if shutil.which("networkctl") is None:
+        return False
+    return (
+        run(["systemctl", "is-active", "--quiet", "systemd-networkd"], check=False).returncode == 0
+    )
+
+
+def keep_networkd_off(machine: Machine) -> None:
+    """A host's systemd-networkd configures container links by itself (Debian 13 marks ve-*
+    for it: a DHCP server, link-local and pool addresses beside ours); this VM's links are left
+    to us. Before the boot, so that networkd never takes the new link."""
+    if not networkd_runs():
+        return
+    NETWORKD_RUNTIME.mkdir(parents=True, exist_ok=True)
+    networkd_file(machine).write_text(render_networkd_unmanaged(machine))
+    run(["networkctl", "reload"], check=False)
+
+
+def release_networkd(machine: Machine) -> None:
+    if networkd_file(machine).exists():
+        networkd_file(machine).unlink()
+        run(["networkctl", "reload"], check=False)
 
 
 def bridge_peer_problems(machine: Machine, peers: Sequence[VMState]) -> list[str]:
@@ -298,4 +336,5 @@ def clean_host_side(machine: Machine, state: VMState | None) -> None:
             prefix = IPv4Network(state.subnet).prefixlen
         run(["ip", "addr", "del", f"{address}/{prefix}", "dev", machine.iface], check=False)
     restore_forwarding(machine, state)
+    release_networkd(machine)
     machine.state_file.unlink(missing_ok=True)
