@@ -23,20 +23,19 @@ LAB_SUBNET ?= $(or $(LOCALVM_LAB_SUBNET),10.231.2.0/24)
 # Exported so that an inventory can name the lab's VMs.
 export LOCALVM_LAB := $(LAB)
 export LOCALVM_LAB_SUBNET := $(LAB_SUBNET)
-# The end-to-end tests boot a VM of their own, beside any VM you work with: the whole suite on
-# Debian 13, then on Debian 12 (a VM of its own) each app server's deploy, warm-up, profiler,
-# pdb, captcha flow and store.
-E2E_VM_NAME ?= flasktest
-E2E_VM_SUBNET ?= 10.231.1.0/24
-E2E_RELEASE ?= trixie
-E2E_OTHER_RELEASE ?= bookworm
-E2E_OTHER_VM_NAME ?= e2e$(E2E_OTHER_RELEASE)
-E2E_OTHER_VM_SUBNET ?= 10.231.5.0/24
-E2E_OTHER_TESTS ?= $(addprefix tests/e2e/test_,deploy.py warmup.py profiler.py pdb.py captcha.py store.py)
-E2E_LOG_DIR ?= /tmp/e2e-logs
+# The end-to-end tests boot VMs of their own, beside any VM you work with: every test on
+# Debian 13 (a VM, and a lab for the scale-out tests), and on Debian 12 (a VM) the tests marked
+# every_release. tests/e2e/lanes.sh runs them in two lanes at once.
+export E2E_VM_NAME ?= flasktest
+export E2E_VM_SUBNET ?= 10.231.1.0/24
+export E2E_RELEASE ?= trixie
+export E2E_OTHER_RELEASE ?= bookworm
+export E2E_OTHER_VM_NAME ?= e2e$(E2E_OTHER_RELEASE)
+export E2E_OTHER_VM_SUBNET ?= 10.231.5.0/24
+export E2E_LOG_DIR ?= /tmp/e2e-logs
 # ...and a lab of their own for the scale-out tests (configs/lab).
-E2E_LAB ?= e2elab
-E2E_LAB_SUBNET ?= 10.231.4.0/24
+export E2E_LAB ?= e2elab
+export E2E_LAB_SUBNET ?= 10.231.4.0/24
 # Local port of `make profiler`'s tunnel.
 PROFILER_PORT ?= 8081
 # Worker of `make pdb`, 1-based; POKE=1 sends requests to wake an idle one.
@@ -161,13 +160,8 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff, vagrant validat
 unit: venv ## Unit tests (no VM)
 	$(BIN)/pytest -q sample_app/tests profiling/tests tests/unit
 
-e2e: venv ## End-to-end tests on VMs of their own, Debian 13 then 12 (KEEP_VM=1 keeps them)
-	LOCALVM_NAME=$(E2E_VM_NAME) LOCALVM_SUBNET=$(E2E_VM_SUBNET) LOCALVM_RELEASE=$(E2E_RELEASE) \
-		LOCALVM_LAB=$(E2E_LAB) LOCALVM_LAB_SUBNET=$(E2E_LAB_SUBNET) \
-		E2E_LOG_DIR=$(E2E_LOG_DIR)/$(E2E_RELEASE) $(BIN)/pytest -v -rs --durations=10 tests/e2e
-	LOCALVM_NAME=$(E2E_OTHER_VM_NAME) LOCALVM_SUBNET=$(E2E_OTHER_VM_SUBNET) \
-		LOCALVM_RELEASE=$(E2E_OTHER_RELEASE) E2E_LOG_DIR=$(E2E_LOG_DIR)/$(E2E_OTHER_RELEASE) \
-		$(BIN)/pytest -v -rs --durations=10 $(E2E_OTHER_TESTS)
+e2e: venv ## End-to-end tests on VMs of their own, Debian 13 and 12, in two lanes (KEEP_VM=1 keeps them)
+	@VENV=$(VENV) tests/e2e/lanes.sh
 
 test: lint unit e2e ## Everything: lint, unit and end-to-end tests
 

@@ -77,6 +77,10 @@ def deployed(request: pytest.FixtureRequest, stack: Stack) -> Stack:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "release(name): only on VMs of that Debian release")
+    config.addinivalue_line(
+        "markers", "every_release: what each supported release must show (make e2e runs these"
+        " on the other release: deploy, warm-up, profiler, pdb, captcha flow, store)",
+    )  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

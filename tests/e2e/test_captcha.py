@@ -22,12 +22,14 @@ def create(stack: Stack, headers: dict[str, str] | None = None) -> dict:
     return response.json()
 
 
+@pytest.mark.every_release
 def test_healthz_reports_the_store(deployed: Stack):
     body = deployed.get("/healthz").json()
     assert body["status"] == "ok"
     assert body["store"] == "ok"
 
 
+@pytest.mark.every_release
 def test_flow_with_the_oracle_succeeds_once(deployed: Stack):
     captcha = create(deployed, oracle())
     image = deployed.get(captcha["image_url"])
@@ -105,6 +107,7 @@ def test_a_body_over_the_limit_is_refused_by_nginx_as_json(deployed: Stack):
     assert response.json()["error"] == "payload_too_large"
 
 
+@pytest.mark.every_release
 def test_events_arrive_one_by_one_through_nginx(deployed: Stack):
     arrivals, events, ended = deployed.stream_events("/events?max_seconds=3")
     assert len(events) >= 3

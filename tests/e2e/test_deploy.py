@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import DEPLOY_VARS, WORKERS
 from stack import Stack
 
 OTHER = {"uwsgi": "gunicorn", "gunicorn": "uwsgi"}
 
 
+@pytest.mark.every_release
 def test_page_is_served_through_nginx(deployed: Stack):
     response = deployed.get("/")
     assert response.status == 200
@@ -25,19 +28,23 @@ def test_static_files_are_served_by_nginx(deployed: Stack):
     assert b"font-family" in response.body
 
 
+@pytest.mark.every_release
 def test_supervisor_runs_the_program(deployed: Stack):
     assert " RUNNING " in deployed.program_status()
 
 
+@pytest.mark.every_release
 def test_worker_count_follows_the_variable(deployed: Stack):
     assert _workers(deployed) == WORKERS
 
 
+@pytest.mark.every_release
 def test_exactly_one_app_server_runs(deployed: Stack):
     assert deployed.server_pids(deployed.server)
     assert deployed.server_pids(OTHER[deployed.server]) == []
 
 
+@pytest.mark.every_release
 def test_second_deploy_changes_nothing(deployed: Stack):
     result = deployed.deploy(
         f"redeploy-{deployed.server}", app_server=deployed.server, **DEPLOY_VARS

@@ -103,9 +103,10 @@ def test_a_killed_master_is_restarted_by_supervisor(deployed: Stack):
     warm_up(deployed, "after-master-kill")
 
 
-def test_redis_stopped_answers_503_and_recovers_without_a_restart(deployed: Stack):
+@pytest.mark.every_release
+def test_the_store_stopped_answers_503_and_recovers_without_a_restart(deployed: Stack):
     master, workers = deployed.master_pid(), deployed.worker_pids()
-    with BackgroundLoad(f"{deployed.server}: Redis stopped") as outage:
+    with BackgroundLoad(f"{deployed.server}: store stopped") as outage:
         deployed.ssh(f"systemctl stop {deployed.store_service()}")
         health = deployed.get("/healthz")
         assert health.status == 503, health.text
@@ -126,7 +127,7 @@ def test_redis_stopped_answers_503_and_recovers_without_a_restart(deployed: Stac
     # Back without a restart of the app: same master, same workers.
     assert deployed.master_pid() == master
     assert deployed.worker_pids() == workers
-    with BackgroundLoad(f"{deployed.server}: Redis back", warm_seconds=8) as after:
+    with BackgroundLoad(f"{deployed.server}: store back", warm_seconds=8) as after:
         pass
     back = after.stop()
     assert back.requests > 0

@@ -128,6 +128,7 @@ def remote_session(stack: Stack, port: int, commands: list[str]) -> str:
     return stack.ssh(f"python3 -c {shlex.quote(CLIENT)}", stdin=json.dumps([port, commands])).stdout
 
 
+@pytest.mark.every_release
 def test_sigusr1_opens_pdb_in_the_request_the_worker_serves(deployed: Stack):
     worker = 2  # not 1: exactly the signalled worker opens the session
     pid = worker_pids(deployed)[worker]
@@ -221,6 +222,7 @@ def test_a_sigusr1_to_the_master_opens_no_session_and_the_service_answers(deploy
     assert deployed.ssh("supervisorctl status sample_app").stdout.split()[1] == "RUNNING"
 
 
+@pytest.mark.every_release
 def test_make_pdb_drives_a_session_in_a_terminal(deployed: Stack):
     worker = 4
     pid = worker_pids(deployed)[worker]

@@ -66,6 +66,7 @@ def showall(stack: Stack) -> str:
     return page.text
 
 
+@pytest.mark.every_release
 def test_a_triggered_request_is_listed_with_its_worker_and_path(deployed: Stack):
     marker = uuid.uuid4().hex
     assert deployed.request("GET", f"/healthz?probe={marker}", headers=trigger()).status == 200
@@ -91,6 +92,7 @@ def test_an_untriggered_request_is_not_profiled(deployed: Stack):
     assert profile_count(deployed) == before
 
 
+@pytest.mark.every_release
 def test_cookie_authorization_and_configured_headers_are_never_saved(deployed: Stack):
     secrets = {name: uuid.uuid4().hex for name in ("cookie", "auth", "oracle")}
     kept = uuid.uuid4().hex

@@ -34,6 +34,7 @@ def store(stack: Stack, *commands: str) -> list[str]:
     return stack.ssh(f"python3 -c {shlex.quote(RESP_CLIENT)} {args}").stdout.splitlines()
 
 
+@pytest.mark.every_release
 def test_the_release_has_its_store_server(deployed: Stack):
     assert deployed.store_service() == EXPECTED[deployed.release()]
     assert deployed.ssh(f"systemctl is-active {deployed.store_service()}").stdout.strip() == (
@@ -41,6 +42,7 @@ def test_the_release_has_its_store_server(deployed: Stack):
     )
 
 
+@pytest.mark.every_release
 def test_the_store_wants_the_password_listens_on_loopback_and_has_its_limit(deployed: Stack):
     password = secret("redis_password")
     replies = store(deployed, "PING", f"AUTH {password}", "PING", "CONFIG GET maxmemory")
@@ -52,6 +54,7 @@ def test_the_store_wants_the_password_listens_on_loopback_and_has_its_limit(depl
     assert addresses == {"127.0.0.1:6379"}, listening
 
 
+@pytest.mark.every_release
 @pytest.mark.release("bookworm")
 def test_valkey_on_debian_12_is_refused_before_any_change(deployed: Stack):
     """Debian 12 does not package Valkey: preflight says so and the play stops."""

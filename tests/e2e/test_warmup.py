@@ -11,6 +11,7 @@ from conftest import DEPLOY_VARS, EXTRA_INIT_SECONDS, WORKERS
 from stack import Stack
 
 
+@pytest.mark.every_release
 def test_every_worker_is_warm_after_the_deploy(deployed: Stack):
     # Deployed again here: earlier tests restart the server, which leaves its workers cold.
     result = deployed.deploy(f"redeploy-{deployed.server}-warm", app_server=deployed.server,
@@ -46,6 +47,7 @@ def test_the_next_warm_up_warms_a_respawned_worker(deployed: Stack):
     assert str(new_pid) in result.stdout
 
 
+@pytest.mark.every_release
 def test_a_failing_init_fails_the_warm_up_and_names_the_worker(deployed: Stack):
     # The store is part of the init: with Redis down, a new worker cannot finish its init.
     before = deployed.worker_pids()
