@@ -1,4 +1,5 @@
-"""Manage a local Debian 12 "VM": a systemd-nspawn container booted with systemd as PID 1.
+"""Manage a local Debian "VM" (13 or 12: --release): a systemd-nspawn container booted with
+systemd as PID 1.
 
 The VM gets its own IPv4 address on a veth pair (host side ve-NAME), reaches the outside through
 NAT on the host, and is reached by SSH with its own key pair and a pinned host key. It stands in
@@ -6,7 +7,7 @@ for the Vagrant VM on Linux hosts: the Ansible roles deploy onto it as onto any 
 With --bridge several VMs share one L2 network instead, the host on the bridge, VM k (--index)
 at the subnet's address .k+1; a lab is such a group, LAB1..LABN on bridge br-LAB.
 
-    localvm.py [--name NAME] [--subnet CIDR] [--bridge BRIDGE] [--index K]
+    localvm.py [--name NAME] [--subnet CIDR] [--bridge BRIDGE] [--index K] [--release R]
                {up,stop,destroy,status,address,ssh-config,ssh}
     localvm.py [--name LAB] [--subnet CIDR] lab {up --count N,stop,destroy,status [--count N]}
 
