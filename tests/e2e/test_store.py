@@ -23,8 +23,11 @@ with socket.create_connection(("127.0.0.1", 6379), timeout=5) as s:
         s.sendall(b"".join(b"$%d\\r\\n%s\\r\\n" % (len(w), w) for w in words))
         line = f.readline().decode().strip()
         if line.startswith("*"):  # an array of bulk strings: CONFIG GET's name and value
-            items = range(int(line[1:]))
-            line = " ".join(f.readline() and f.readline().decode().strip() for _ in items)
+            values = []
+            for _ in range(int(line[1:])):
+                f.readline()  # the string's length
+                values.append(f.readline().decode().strip())
+            line = " ".join(values)
         print(line)
 """
 
@@ -36,10 +39,9 @@ def store(stack: Stack, *commands: str) -> list[str]:
 
 @pytest.mark.every_release
 def test_the_release_has_its_store_server(deployed: Stack):
-    assert deployed.store_service() == EXPECTED[deployed.release()]
-    assert deployed.ssh(f"systemctl is-active {deployed.store_service()}").stdout.strip() == (
-        "active"
-    )
+    service = deployed.store_service()
+    assert service == EXPECTED[deployed.release()]
+    assert deployed.ssh(f"systemctl is-active {service}").stdout.strip() == "active"
 
 
 @pytest.mark.every_release
