@@ -66,7 +66,7 @@ def make_profiler(*args: str, password: str, seconds: float = 20) -> tuple[str, 
     tunnel = subprocess.Popen(
         ["make", "-s", "profiler", f"PROFILER_PORT={port}", *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=heed_ctrl_c,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/_profiler/showall"
     deadline = time.monotonic() + seconds
@@ -82,7 +82,30 @@ def make_profiler(*args: str, password: str, seconds: float = 20) -> tuple[str, 
                     raise
                 time.sleep(0.3)
     finally:
-        os.killpg(tunnel.pid, signal.SIGTERM)  # make, the script and its ssh: as Ctrl-C does
-        output = tunnel.communicate(timeout=10)[0]
+        output = interrupt(tunnel)
     assert url in output, output
     return page, output
+
+
+def heed_ctrl_c() -> None:
+    """In the child: SIGINT back to its default, which a shell's `cmd &` (the e2e lanes)
+    leaves ignored for everything it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupt(proc: subprocess.Popen[str], seconds: float = 20) -> str:
+    """Ctrl-C, as a terminal sends it: SIGINT to the whole process group (make, the script and
+    its ssh). Everything the command printed; fails, naming what still runs, if it goes on."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        return proc.communicate(timeout=seconds)[0]
+    except subprocess.TimeoutExpired:
+        left = subprocess.run(
+            ["ps", "-o", "pid,stat,etime,args", "-s", str(proc.pid)],
+            capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        os.killpg(proc.pid, signal.SIGKILL)
+        output = proc.communicate()[0]
+        raise AssertionError(
+            f"Ctrl-C left this running after {seconds} s:\n{left}\nprinted:\n{output}"
+        ) from None
