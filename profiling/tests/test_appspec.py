@@ -18,7 +18,15 @@ def fake_module(monkeypatch):
         start_response("200 OK", [])
         return [b"hi"]
 
+    def create_app(name="default", *, suffix=""):
+        def made(environ, start_response):
+            start_response("200 OK", [])
+            return [f"{name}{suffix}".encode()]
+
+        return made
+
     module.app = app
+    module.create_app = create_app
     module.not_callable = 42
     monkeypatch.setitem(sys.modules, "fake_wsgi_mod", module)
     return module
@@ -28,10 +36,47 @@ def test_load_app_returns_the_named_callable(fake_module):
     assert appspec.load_app("fake_wsgi_mod:app") is fake_module.app
 
 
-@pytest.mark.parametrize("spec", ["fake_wsgi_mod", ":app", "fake_wsgi_mod:"])
+def body(app):
+    return b"".join(app({"PATH_INFO": "/", "REQUEST_METHOD": "GET"}, lambda *args: None))
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("fake_wsgi_mod:create_app()", b"default"),
+        ("fake_wsgi_mod:create_app('prod')", b"prod"),
+        ("fake_wsgi_mod: create_app( 'prod', suffix='!' )", b"prod!"),
+    ],
+)
+def test_a_factory_call_makes_the_app_once(fake_module, spec, expected):
+    assert body(appspec.load_app(spec)) == expected
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["fake_wsgi_mod", ":app", "fake_wsgi_mod:", "fake_wsgi_mod:app.x", "fake_wsgi_mod:a b",
+     "fake_wsgi_mod:create_app()()", "a..b:app", "fake_wsgi_mod:os.getcwd()"],
+)  # fmt: skip
 def test_malformed_spec_is_a_clear_error(spec):
-    with pytest.raises(ValueError, match="module:attribute"):
+    with pytest.raises(ValueError, match="'module:name' or 'module:factory\\(\\)'"):
         appspec.load_app(spec)
+
+
+def test_a_factory_takes_literal_arguments_only(fake_module):
+    with pytest.raises(ValueError, match="literals"):
+        appspec.load_app("fake_wsgi_mod:create_app(__import__('os'))")
+
+
+def test_a_factory_named_without_its_call_is_refused_saying_how_to_call_it(fake_module):
+    with pytest.raises(
+        ValueError, match="an app factory\\? Call it: 'fake_wsgi_mod:create_app\\(\\)'"
+    ):
+        appspec.load_app("fake_wsgi_mod:create_app")
+
+
+def test_calling_what_is_no_factory_is_refused(fake_module):
+    with pytest.raises(ValueError, match="not a factory"):
+        appspec.load_app("fake_wsgi_mod:not_callable()")
 
 
 def test_spec_naming_a_non_callable_is_refused(fake_module):

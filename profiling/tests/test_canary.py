@@ -249,3 +249,43 @@ def test_run_as_a_module(tmp_path, args, code, said):
     )
     assert result.returncode == code, result.stderr
     assert said in (result.stdout if code == 0 else result.stderr)
+
+
+# A Flask app from a factory, its key as an app that reads no FLASK_* variable keeps it.
+FLASK_APP = """
+from flask import Flask
+
+def create_app():
+    app = Flask(__name__)
+    app.config.from_mapping(SECRET_KEY=KEY)
+
+    @app.get("/healthz")
+    def healthz():
+        return "ok"
+
+    return app
+"""
+
+
+@pytest.mark.parametrize("key", ["dev", "", "ChangeMe", "  secret ", b"dev", None])
+def test_a_flask_app_signing_with_a_placeholder_key_is_refused(fake_app, capsys, monkeypatch, key):
+    monkeypatch.setenv("WSGIPROBE_APP", f"{MODULE}:create_app()")
+    fake_app(f"KEY = {key!r}\n" + FLASK_APP)
+    assert canary.main([]) == canary.EXIT_FAILED
+    out, err = capsys.readouterr()
+    assert "secret_key is" in err and "FLASK_SECRET_KEY" in err
+    assert "answered" not in out + err  # refused before any request
+
+
+def test_a_placeholder_key_passes_when_the_user_allows_it(fake_app, capsys, monkeypatch):
+    monkeypatch.setenv("WSGIPROBE_APP", f"{MODULE}:create_app()")
+    fake_app("KEY = 'dev'\n" + FLASK_APP)
+    assert canary.main(["--allow-weak-secret-key"]) == canary.EXIT_OK
+    assert "GET /healthz answered 200" in capsys.readouterr().out
+
+
+def test_a_flask_app_with_a_real_key_passes(fake_app, capsys, monkeypatch):
+    monkeypatch.setenv("WSGIPROBE_APP", f"{MODULE}:create_app()")
+    fake_app("KEY = 'q8Vd0w3dmJZb2GkT9xYpLr4sNc7eUa1h'\n" + FLASK_APP)
+    assert canary.main([]) == canary.EXIT_OK
+    assert "GET /healthz answered 200" in capsys.readouterr().out
