@@ -1,7 +1,9 @@
+import contextlib
 import itertools
 import json
 import os
 import signal
+import time
 import urllib.request
 
 import pytest
@@ -113,6 +115,11 @@ class FakeArbiter:
         finally:
             workers._gunicorn_index = saved
 
+    def reload(self):
+        """gunicorn's reload(): on_reload, then a new generation forks before the old exits."""
+        hooks.on_reload(self)
+        return [self.spawn() for _ in range(self.num_workers)]
+
     def reap(self, worker):
         del self.WORKERS[worker.pid]
         hooks.child_exit(self, worker)
@@ -136,7 +143,7 @@ def read(path):
 def test_hooks_are_exported_and_post_worker_init_is_left_free():
     assert set(hooks.__all__) == {
         "on_starting", "pre_fork", "post_fork", "child_exit", "worker_exit",
-        "nworkers_changed", "on_exit",
+        "nworkers_changed", "on_reload", "on_exit",
     }  # fmt: skip
     namespace: dict = {}
     exec("from wsgiprobe.gunicorn_hooks import *", namespace)
@@ -198,18 +205,23 @@ def test_worker_exit_in_the_worker_itself_changes_nothing(record_path):
     assert len(read(record_path)["workers"]) == 1
 
 
-def test_a_hup_reload_keeps_indexes_unique(record_path):
+def test_a_reload_gives_the_new_generation_1_to_n(record_path):
     arbiter = FakeArbiter()
     hooks.on_starting(arbiter)
     old = [arbiter.spawn() for _ in range(4)]
-    new = [arbiter.spawn() for _ in range(4)]  # HUP: the new ones fork before the old exit
-    assert sorted(arbiter.indexes().values()) == list(range(1, 9))
-    for worker in old:
+    new = arbiter.reload()
+    assert [w.wsgiprobe_index for w in new] == [1, 2, 3, 4]
+    listed = read(record_path)
+    assert listed["workers"] == [{"index": i + 1, "pid": w.pid} for i, w in enumerate(new)]
+
+    # The retired workers exit (reaped, or found gone): they free nothing, write nothing.
+    for worker in old[:-1]:
         arbiter.reap(worker)
-    assert [w["index"] for w in read(record_path)["workers"]] == [5, 6, 7, 8]
-    assert [w["pid"] for w in read(record_path)["workers"]] == [w.pid for w in new]
-    arbiter.reap(new[0])
-    assert arbiter.spawn().wsgiprobe_index == 1  # respawns fill the low slots again
+    del arbiter.WORKERS[old[-1].pid]
+    hooks.worker_exit(arbiter, old[-1])
+    assert read(record_path) == listed
+    arbiter.reap(new[1])
+    assert arbiter.spawn().wsgiprobe_index == 2
 
 
 def test_a_failed_fork_does_not_leak_its_slot(record_path):
@@ -267,34 +279,108 @@ def status(server):
         return {entry["worker"]: entry["pid"] for entry in json.load(response)["workers"]}
 
 
-def test_real_gunicorn_respawn_takes_the_freed_index_and_hup_keeps_the_table(tmp_path):
-    with run_server("gunicorn", tmp_path / "g") as server:
-        first = server.wait_for_workers(4)
-        assert sorted(first) == [1, 2, 3, 4]
+def hup(server):
+    os.kill(server.process.pid, signal.SIGHUP)
+
+
+def wait_until(condition, what, server, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gunicorn: {what}\n{server.log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def wait_for_generation(server, count, exclude=frozenset()):
+    """The record lists ``count`` workers, none in ``exclude``, and the master has no other
+    child: the workers of earlier generations have exited."""
+    deadline = time.monotonic() + 20
+    while True:
+        listed = server.wait_for_workers(count, exclude)
+        older = server.children() - set(listed.values())
+        if not older:
+            return listed
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gunicorn: workers {older} still run beside {listed}")
+        time.sleep(0.05)
+
+
+def wait_for_record(server, expected):
+    def listed():
+        with contextlib.suppress(OSError, ValueError):
+            return server.worker_pids() == expected
+        return False
+
+    wait_until(listed, f"the record never listed {expected}", server)
+
+
+def own_indexes(server):
+    """index -> pid as each worker itself reports it (it answers ?status from its own index)."""
+    assert warm_up(server.url, gunicorn_record=str(server.workers_file), deadline=20).ok
+    return status(server)
+
+
+def booted(server):
+    return server.log.read_text().count("Booting worker with pid")
+
+
+def test_real_gunicorn_reload_and_respawn_keep_indexes_1_to_n(tmp_path):
+    with run_server("gunicorn", tmp_path / "g", workers=3) as server:
+        first = server.wait_for_workers(3)
+        assert sorted(first) == [1, 2, 3]
         assert set(first.values()) == server.children()
 
-        victim = first[2]
+        hup(server)  # the new generation forks before the old one exits
+        reloaded = wait_for_generation(server, 3, exclude=set(first.values()))
+        assert sorted(reloaded) == [1, 2, 3]
+        assert own_indexes(server) == reloaded
+
+        victim = reloaded[2]
         os.kill(victim, signal.SIGKILL)
-        after = server.wait_for_workers(4, exclude={victim})
-        assert sorted(after) == [1, 2, 3, 4]
+        after = wait_for_generation(server, 3, exclude={victim})
+        assert sorted(after) == [1, 2, 3]
         assert after[2] != victim
-        assert {i: p for i, p in after.items() if i != 2} == {
-            i: p for i, p in first.items() if i != 2
-        }
-
-        # Each worker knows its index: what it reports itself matches the master's record.
-        assert warm_up(server.url, gunicorn_record=str(server.workers_file), deadline=20).ok
-        assert status(server) == server.worker_pids()
-
-        # HUP: new workers fork before the old ones exit, so they take 5..8; none collide.
-        os.kill(server.process.pid, signal.SIGHUP)
-        reloaded = server.wait_for_workers(4, exclude=set(after.values()))
-        assert sorted(reloaded) == [5, 6, 7, 8]
-        assert set(reloaded.values()) == server.children()
-        os.kill(reloaded[6], signal.SIGKILL)
-        again = server.wait_for_workers(4, exclude={reloaded[6]})
-        assert sorted(again) == [1, 5, 7, 8]
+        assert {1: after[1], 3: after[3]} == {1: reloaded[1], 3: reloaded[3]}
+        assert own_indexes(server) == after
     assert not server.workers_file.exists()  # on_exit: a stopped server leaves no record
+
+
+def test_real_gunicorn_quick_reloads_in_a_row_keep_indexes_1_to_n(tmp_path):
+    with run_server("gunicorn", tmp_path / "g", workers=3) as server:
+        first = server.wait_for_workers(3)
+        boots = booted(server)
+        # Three: without on_reload, generations alternate between N+1..2N and 1..N. 0.1 s apart:
+        # not merged into one signal, and a reload may retire a generation still booting.
+        for _ in range(3):
+            hup(server)
+            time.sleep(0.1)
+        wait_until(lambda: booted(server) >= boots + 9, "not three reloads", server)
+        # The only children left are the last reload's: the earlier ones' have exited.
+        last = wait_for_generation(server, 3, exclude=set(first.values()))
+        assert sorted(last) == [1, 2, 3]
+        assert own_indexes(server) == last
+
+
+def test_real_gunicorn_a_retired_worker_still_exiting_takes_no_index(tmp_path):
+    with run_server("gunicorn", tmp_path / "g", workers=3) as server:
+        first = server.wait_for_workers(3)
+        lingering = first[2]
+        os.kill(lingering, signal.SIGSTOP)  # it cannot exit on the reload's SIGTERM
+        try:
+            hup(server)
+            reloaded = server.wait_for_workers(3, exclude=set(first.values()))
+            assert sorted(reloaded) == [1, 2, 3]
+            assert lingering in server.children()  # stopped, still index 2 in its own process
+            # gunicorn counts the lingering worker: no respawn until it has gone.
+            os.kill(reloaded[1], signal.SIGKILL)
+            wait_for_record(server, {2: reloaded[2], 3: reloaded[3]})
+        finally:
+            os.kill(lingering, signal.SIGCONT)
+        # Its exit frees no slot of the new generation: the respawn takes index 1.
+        after = wait_for_generation(server, 3, exclude={lingering, reloaded[1]})
+        assert sorted(after) == [1, 2, 3]
+        assert {2: after[2], 3: after[3]} == {2: reloaded[2], 3: reloaded[3]}
+        assert own_indexes(server) == after
 
 
 def test_gunicorn_accepts_every_exported_hook():

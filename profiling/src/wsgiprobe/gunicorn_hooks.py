@@ -7,11 +7,19 @@ The deploy's gunicorn.conf.py imports them::
 - The master keeps a slot table. ``pre_fork`` gives each new worker the lowest free index and
   hands it to the child on the worker object; ``post_fork`` (in the child) records it with
   ``workers.set_worker_index``. ``child_exit`` (and ``worker_exit`` when the master reaps a
-  worker itself) frees the slot, so a respawned worker takes the index of the one it replaces
-  and two live workers never share one.
-- A HUP reload forks the new workers before the old ones exit: the new ones take the next free
-  indexes (N+1..2N for N workers), the old ones' slots are freed as they exit, and the next
-  respawns reuse 1..N. Indexes are unique among live workers, not always within 1..N.
+  worker itself) frees the slot, so a respawned worker takes the index of the one it replaces.
+  Slots are held by worker object, not by index: an exit frees only the exiting worker's own.
+- A HUP reload (gunicorn's ``reload()``) calls ``on_reload``, then forks the new generation,
+  then SIGTERMs the old one, which exits when its requests are done. ``on_reload`` retires the
+  old generation's slots, so the new one takes 1..N again and the old workers' exits free
+  nothing. A retired worker leaves the record as soon as the first new worker writes it (the
+  warm-up and ``pdb_attach`` never pick it then), but until it has exited it shares its index
+  with its successor: what it writes under that index as it finishes its last requests (a
+  lazyinit ``worker-N.json``) may overwrite its successor's, and a pdb session it was still
+  waiting for keeps base port + N (at most ``WSGIPROBE_PDB_TIMEOUT``): a client attaching to
+  worker N meanwhile reaches that session, its successor cannot listen there.
+- Not kept within 1..N: TTOU (gunicorn stops its oldest workers, whatever their index), and a
+  config whose own ``on_reload`` does not call ours (a reload then goes on from N+1).
 - With ``WSGIPROBE_WORKERS_FILE`` set, the current workers are written there (JSON, atomic)::
 
       {"server": "gunicorn", "master_pid": 10, "num_workers": 4, "seq": 7, "updated": 1.7e9,
@@ -52,6 +60,7 @@ __all__ = [
     "child_exit",
     "nworkers_changed",
     "on_exit",
+    "on_reload",
     "on_starting",
     "post_fork",
     "pre_fork",
@@ -96,6 +105,7 @@ class SlotTable:
         return sorted(self._slots.items(), key=lambda item: item[0])
 
     def clear(self) -> None:
+        """Free every slot; a reload retires its holders, which keep their index meanwhile."""
         self._slots.clear()
         self.seq += 1
 
@@ -135,6 +145,13 @@ def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None
         _write_record(server, os.getpid())
 
 
+def on_reload(server: Any) -> None:
+    # Before gunicorn forks the new generation: it starts at 1 again, while the old workers,
+    # retired here, wait for their SIGTERM. Their exits then find no slot of theirs to free.
+    # No record yet: the old workers serve until every new one has forked and written it.
+    _table.clear()
+
+
 def pre_fork(server: Any, worker: Any) -> None:
     # Every worker whose fork succeeded is in server.WORKERS by now.
     _table.keep_only(server.WORKERS.values())
@@ -151,15 +168,14 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    _table.free(worker)
-    _write_record(server, os.getpid())
+    _release(server, worker)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     # Also called in the worker itself as it exits: only the master's call matters here (it
     # comes when the master found the worker already gone while signalling it).
-    if os.getpid() == getattr(server, "pid", None) and _table.free(worker) is not None:
-        _write_record(server, os.getpid())
+    if os.getpid() == getattr(server, "pid", None):
+        _release(server, worker)
 
 
 def on_exit(server: Any) -> None:
@@ -171,6 +187,12 @@ def on_exit(server: Any) -> None:
             record = json.load(file)
         if record.get("master_pid") == os.getpid():
             os.unlink(path)
+
+
+def _release(server: Any, worker: Any) -> None:
+    # A retired worker (see on_reload) holds no slot: nothing changes, nothing to write.
+    if _table.free(worker) is not None:
+        _write_record(server, os.getpid())
 
 
 # -- the record --------------------------------------------------------------------------------
