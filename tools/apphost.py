@@ -26,6 +26,7 @@ FIELDS = {
     "secrets": "inventory_dir ~ '/.secrets/' ~ inventory_hostname",
     "nginx_port": "nginx_listen_port | default(80)",
     "app_name": "app_name | default('sample_app')",
+    "health_path": "app_health_path | default('/healthz')",
     "profiling": "profiling_enabled | default(false)",
     "pdb": "pdb_enabled | default(false)",
     "pdb_base_port": "pdb_base_port | default(4440)",
@@ -45,6 +46,7 @@ class AppHost:
     secrets: str
     nginx_port: str
     app_name: str
+    health_path: str
     profiling: str
     pdb: str
     pdb_base_port: str

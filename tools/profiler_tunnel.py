@@ -26,10 +26,10 @@ def main() -> int:
     print(f"Tunnel: {base}/ -> {target.name}:{target.nginx_port} (Ctrl-C closes it)")
     print(f"  profiles   {base}/_profiler/showall")
     print(f"  user       admin (profiling_username)   password: {secrets}/profiling_password")
-    print("  profile a request (the token stays in the controller's secrets dir):")
+    print("  profile a request to any path (the token stays in the controller's secrets dir):")
     print(
         f'    curl -H "X-Wsgiprobe-Profile: $(cat {secrets}/profiling_token)"'
-        f" -X POST {base}/api/captchas"
+        f" {base}{target.health_path}"
     )
     sys.stdout.flush()
     forward = f"127.0.0.1:{args.port}:127.0.0.1:{target.nginx_port}"

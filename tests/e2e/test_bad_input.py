@@ -12,6 +12,10 @@ BAD_VALUES = [
     ({"nginx_listen_port": "80x"}, "nginx_listen_port"),
     ({"nginx_listen_port": 70000}, "nginx_listen_port must be an integer from 1 to 65535"),
     ({"nginx_app_read_timeout": 5}, "must exceed app_request_timeout"),
+    (
+        {"app_wsgi_app": "sample_app.wsgi"},
+        "app_wsgi_app must look like module:name or module:factory()",
+    ),
     # The VM's release, unknown to the roles: as a host on another system is met.
     ({"preflight_platforms": {"Debian": ["sid"]}}, "this bundle deploys to Debian sid only"),
 ]

@@ -40,12 +40,13 @@ def wait_until(check, seconds: float, what: str) -> None:
 
 
 def all_warm_on_current(stack: Stack) -> bool:
-    """Every worker warm on the serving release, each pid a child of the master."""
+    """Every worker warm on the serving release, each pid a child of the master, the workers
+    indexed 1..N (a respawned worker takes the index of the one it replaces)."""
     status = stack.workers_status()
     release = serving_release(stack)
     live = stack.worker_pids()
     return (
-        len(status) == WORKERS
+        sorted(status) == list(range(1, WORKERS + 1))
         and {entry["pid"] for entry in status.values()} == live
         and all(entry["warm"] and entry["release"] == release for entry in status.values())
     )

@@ -80,7 +80,7 @@ def test_a_version_failing_its_health_check_never_serves(deployed: Stack, versio
     serving = serving_release(deployed)
     result, sent = deploy_broken(deployed, versions, "broken version")
     assert result.rc != 0, result.tail()
-    assert "failed its check before the switch" in result.output, result.tail()
+    assert "failed its check before it serves" in result.output, result.tail()
     assert "answered 500" in result.output, result.tail()
     assert sent.failures == 0, sent.failure_messages()
     assert serving_release(deployed) == serving

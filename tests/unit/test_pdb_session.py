@@ -13,8 +13,9 @@ from apphost import AppHost
 def host(**changes: str) -> AppHost:
     values = dict(
         host="somevm", user="root", port="22", ssh_args="-F /x/ssh_config", name="localvm",
-        secrets="/s", nginx_port="80", app_name="sample_app", profiling="True", pdb="True",
-        pdb_base_port="4440", pdb_attach_command="/srv/sample_app/bin/pdb-attach",
+        secrets="/s", nginx_port="80", app_name="sample_app", health_path="/healthz",
+        profiling="True", pdb="True", pdb_base_port="4440",
+        pdb_attach_command="/srv/sample_app/bin/pdb-attach",
     )  # fmt: skip
     values.update(changes)
     return AppHost(**values)
