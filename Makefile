@@ -33,6 +33,9 @@ export E2E_OTHER_RELEASE ?= bookworm
 export E2E_OTHER_VM_NAME ?= e2e$(E2E_OTHER_RELEASE)
 export E2E_OTHER_VM_SUBNET ?= 10.231.5.0/24
 export E2E_LOG_DIR ?= /tmp/e2e-logs
+# ...a VM for the user's own app, booted fresh for each app server (test_own_app.py)...
+export E2E_APP_VM_NAME ?= e2eapp
+export E2E_APP_VM_SUBNET ?= 10.231.6.0/24
 # ...and a lab of their own for the scale-out tests (configs/lab).
 export E2E_LAB ?= e2elab
 export E2E_LAB_SUBNET ?= 10.231.4.0/24

@@ -1,0 +1,2 @@
+ALTER TABLE entry ADD COLUMN created TEXT;
+UPDATE entry SET created = CURRENT_TIMESTAMP WHERE created IS NULL;
