@@ -25,7 +25,7 @@ export LOCALVM_LAB := $(LAB)
 export LOCALVM_LAB_SUBNET := $(LAB_SUBNET)
 # The end-to-end tests boot VMs of their own, beside any VM you work with: every test on
 # Debian 13 (a VM, and a lab for the scale-out tests), and on Debian 12 (a VM) the tests marked
-# every_release. tests/e2e/lanes.sh runs them in two lanes at once.
+# every_release. tests/e2e/lanes.sh runs them in three lanes at once.
 export E2E_VM_NAME ?= flasktest
 export E2E_VM_SUBNET ?= 10.231.1.0/24
 export E2E_RELEASE ?= trixie
@@ -163,7 +163,7 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff, vagrant validat
 unit: venv ## Unit tests (no VM)
 	$(BIN)/pytest -q sample_app/tests profiling/tests tests/unit
 
-e2e: venv ## End-to-end tests on VMs of their own, Debian 13 and 12, in two lanes (KEEP_VM=1 keeps them)
+e2e: venv ## End-to-end tests on VMs of their own (Debian 13 and 12, the lab, your own app), in three lanes (KEEP_VM=1 keeps them)
 	@VENV=$(VENV) tests/e2e/lanes.sh
 
 test: lint unit e2e ## Everything: lint, unit and end-to-end tests
