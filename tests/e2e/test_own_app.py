@@ -7,7 +7,8 @@ tests/e2e/apps/guestbook/inventory.
 The tests of a module run in order on that VM, each building on the one before: a fresh host,
 a second deploy, a new release (the data stays, its migration runs), a release whose
 migration fails (never serves), make rollback after it, a setting that breaks the app (never
-reaches the program), a new app name with the code it names (one deploy).
+reaches the program), a new app name with the code it names (one deploy), make rollback with
+the settings each release ran with.
 """
 
 from __future__ import annotations
@@ -192,3 +193,14 @@ def test_a_new_name_and_the_code_it_names_switch_in_one_deploy(fresh: Stack, ver
     assert serving_version(fresh) == "4"
     assert "guestbook.wsgi:app" in env_file(fresh)
     assert " RUNNING " in fresh.ssh("supervisorctl status guestbook").stdout
+
+
+def test_make_rollback_takes_the_settings_its_release_ran_with(fresh: Stack):
+    back = fresh.playbook("rollback.yml", f"guestbook-{fresh.server}-rollback-renamed")
+    assert back.rc == 0, back.tail()
+    assert serving_version(fresh) == "1"  # the code without guestbook/wsgi.py...
+    assert "guestbook:create_app()" in env_file(fresh)  # ...with the name it ran with
+    again = fresh.playbook("rollback.yml", f"guestbook-{fresh.server}-rollback-undone")
+    assert again.rc == 0, again.tail()
+    assert serving_version(fresh) == "4"
+    assert "guestbook.wsgi:app" in env_file(fresh)
