@@ -1,4 +1,4 @@
-"""Every role default is validated by the role's argument spec and documented in README.md."""
+"""Every role default is validated by the role's argument spec and documented in roles/README.md."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_every_default_is_prefixed_with_the_role_name(role):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_every_default_is_documented_in_the_readme(role):
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "roles/README.md").read_text()
     assert {name for name in _defaults(role) if f"`{name}`" not in readme} == set()
 
 
