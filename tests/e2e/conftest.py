@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
 from load import LOADS
-from stack import FIGURES, LOCALVM, ROOT, TIMINGS, Stack, require_booted
+from stack import FIGURES, ROOT, TIMINGS, Stack, booted_vm
 
 sys.path.insert(0, str(ROOT / "tools"))
 from nspawnvm.rootfs import DEFAULT_RELEASE
@@ -46,23 +45,10 @@ DEPLOY_VARS = {
 }
 
 
-def _localvm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*LOCALVM, *args], cwd=ROOT, capture_output=True, text=True)
-
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    up = subprocess.run([*LOCALVM, "up"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    require_booted(up, "end-to-end tests")
-    name = os.environ.get("LOCALVM_NAME", "flaskvm")
-    address = _localvm("address").stdout.strip()
-    ssh_config = _localvm("ssh-config").stdout.strip()
-    stack = Stack(name=name, address=address, ssh_config=ssh_config)
-    yield stack
-    if os.environ.get("KEEP_VM") == "1":
-        print(f"\nKEEP_VM=1: {name} stays up at {address} (make ssh LOCALVM_NAME={name})")
-    else:
-        _localvm("destroy")
+    with booted_vm("end-to-end tests") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session", params=SERVERS)

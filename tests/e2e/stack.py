@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,27 @@ def require_booted(up: subprocess.CompletedProcess[str], what: str) -> None:
             pytest.fail(f"{what} cannot run under CI: {reason}")
         pytest.skip(reason)
     assert up.returncode == 0, f"{what}: booting failed:\n{up.stdout}{up.stderr}"
+
+
+def localvm(*args: str) -> subprocess.CompletedProcess[str]:
+    """tools/localvm.py ARGS, on the VM LOCALVM_NAME names."""
+    return subprocess.run([*LOCALVM, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@contextmanager
+def booted_vm(what: str, **fields: Any) -> Iterator[Stack]:
+    """The VM LOCALVM_NAME names, booted by `localvm.py up`, as a Stack (more of its fields:
+    `fields`); destroyed after, unless KEEP_VM=1."""
+    up = subprocess.run([*LOCALVM, "up"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    require_booted(up, what)
+    name = os.environ.get("LOCALVM_NAME", "flaskvm")
+    address = localvm("address").stdout.strip()
+    ssh_config = localvm("ssh-config").stdout.strip()
+    yield Stack(name=name, address=address, ssh_config=ssh_config, **fields)
+    if os.environ.get("KEEP_VM") == "1":
+        print(f"\nKEEP_VM=1: {name} stays up at {address} (make ssh LOCALVM_NAME={name})")
+    else:
+        localvm("destroy")
 
 
 @dataclass

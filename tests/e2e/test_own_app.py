@@ -14,16 +14,15 @@ the settings each release ran with.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from stack import LOCALVM, ROOT, Stack, require_booted
+from conftest import SERVERS
+from stack import ROOT, Stack, booted_vm, localvm
 
 APP = ROOT / "tests/e2e/apps/guestbook"
 INVENTORY = "tests/e2e/apps/guestbook/inventory"
@@ -33,26 +32,12 @@ LIKES = "ALTER TABLE entry ADD COLUMN likes INTEGER NOT NULL DEFAULT 0;\n"
 BROKEN = "ALTER TABLE entry ADD COLUMN flagged INTEGER;\nTHIS IS NOT SQL;\n"
 
 
-def _localvm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*LOCALVM, *args], cwd=ROOT, capture_output=True, text=True)
-
-
-@pytest.fixture(scope="module", params=["uwsgi", "gunicorn"])
+@pytest.fixture(scope="module", params=SERVERS)
 def fresh(request: pytest.FixtureRequest) -> Iterator[Stack]:
     """A VM booted fresh for this app server (none of the sample app's deploys on it)."""
-    _localvm("destroy")
-    require_booted(_localvm("up"), "the own-app tests")
-    name = os.environ.get("LOCALVM_NAME", "flaskvm")
-    stack = Stack(
-        name=name,
-        address=_localvm("address").stdout.strip(),
-        ssh_config=_localvm("ssh-config").stdout.strip(),
-        server=request.param,
-        inventory=INVENTORY,
-    )
-    yield stack
-    if os.environ.get("KEEP_VM") != "1":
-        _localvm("destroy")
+    localvm("destroy")
+    with booted_vm("the own-app tests", server=request.param, inventory=INVENTORY) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
