@@ -323,15 +323,63 @@ def _readable(path: str) -> bool:
         return False
 
 
-def wait_all(master: subprocess.Popen, workers: list[subprocess.Popen]) -> int:
-    """The master's exit code; workers get 15 s to follow it, then SIGTERM."""
+# After a stop is asked, the master's time to stop by itself (writing its reports) before
+# SIGTERM, then again before SIGKILL.
+STOP_GRACE_S = 15.0
+
+
+class StopRequest:
+    """A stop asked by Ctrl+C or SIGTERM (CI systems, the e2e harness), heard whatever this
+    process inherited: a background job of a non-interactive shell starts with SIGINT ignored.
+    Installed before the master starts, so that it starts with the default dispositions too
+    (exec resets a handler to the default, not an ignored signal)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.at = 0.0
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.ask)
+
+    def ask(self, signum: int, _frame: object) -> None:
+        if self.signum is None:
+            self.signum, self.at = signum, time.monotonic()
+
+
+def wait_master(master: subprocess.Popen, stop: StopRequest) -> int:
+    """The master's exit code. On a stop: SIGINT to the master (it stops as on Ctrl+C, the HTML
+    report included) unless Ctrl+C reached it with us; SIGTERM if it is still there after
+    STOP_GRACE_S (locust's own handler: the reports but the HTML one); SIGKILL after as long."""
+    steps = [
+        (0.0, signal.SIGINT),
+        (STOP_GRACE_S, signal.SIGTERM),
+        (2 * STOP_GRACE_S, signal.SIGKILL),
+    ]
     while True:
         try:
-            code = master.wait()
-            break
-        except KeyboardInterrupt:
-            # Ctrl+C reached every process of the group: the master writes its reports.
+            return master.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        if stop.signum is None:
             continue
+        waited = time.monotonic() - stop.at
+        if steps and not steps[0][0]:
+            name = signal.Signals(stop.signum).name
+            print(f"run: {name}: stopping locust; it writes its reports", flush=True)
+        while steps and waited >= steps[0][0]:
+            _, signum = steps.pop(0)
+            if signum == signal.SIGINT and stop.signum == signal.SIGINT:
+                continue  # Ctrl+C in a terminal reaches the whole process group
+            if signum != signal.SIGINT:
+                name = signal.Signals(signum).name
+                print(f"run: locust still runs {waited:.0f} s after the stop: {name}", flush=True)
+            master.send_signal(signum)
+
+
+def wait_all(master: subprocess.Popen, workers: list[subprocess.Popen], stop: StopRequest) -> int:
+    """The master's exit code; workers get 15 s to follow it, then SIGTERM."""
+    code = wait_master(master, stop)
     deadline = time.monotonic() + 15
     for worker in workers:
         try:
@@ -490,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     if plan.workers or setup:
         (report_dir / "workers").mkdir(exist_ok=True)
     print(f"run: {args.scenario} against {host}; reports in {report_dir}", flush=True)
+    stop = StopRequest()
+    stop.install()
     master = subprocess.Popen(plan.master, cwd=plan.cwd)
     workers = [
         subprocess.Popen(cmd, cwd=plan.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -499,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     if not started:
         # SIGTERM: the master quits cleanly, telling the workers that joined to quit too.
         master.terminate()
-    code = wait_all(master, workers)
+    code = wait_all(master, workers, stop)
     for n, worker in enumerate(workers, 1):
         if worker.returncode not in (0, None):
             print(f"run: worker {n} exited {worker.returncode}: see {plan.workers[n - 1][-1]}")

@@ -92,7 +92,7 @@ class BackgroundLoad:
             "--spawn-rate", str(self.users), "--duration", "30m", "--reports-root", str(self.root),
             *self.args,
         ]  # fmt: skip
-        # Its own process group: SIGINT reaches run.py and locust alike, as Ctrl+C does.
+        # Its own process group, so that nothing of it outlives the test (SIGKILL below).
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=env(), stdout=self.log, stderr=subprocess.STDOUT,
             text=True, start_new_session=True,
@@ -108,7 +108,8 @@ class BackgroundLoad:
         if self.result is not None:
             return self.result
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGINT)
+        # As a CI system cancels a job: run.py stops locust, which writes its reports.
+        self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:

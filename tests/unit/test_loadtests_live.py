@@ -8,14 +8,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +208,64 @@ def test_a_run_without_the_oracle_secret_stops_at_once_with_exit_1(server) -> No
     assert time.monotonic() - started < 20  # not the whole 30 s
     assert "no oracle secret: set CAPTCHA_ORACLE_SECRET" in proc.stderr
     assert "ERROR: errors in the run" in proc.stdout
+
+
+def start_in_background(
+    server: tuple[str, str], reports: Path, preexec: Callable[[], object] | None = None
+) -> tuple[subprocess.Popen[str], Path]:
+    """A flow run of 5 min in its own process group, as a CI job or a script's `&` starts it,
+    once its users send requests; and its log."""
+    url, oracle = server
+    log = reports / "run.log"
+    reports.mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(RUN), "--host", url, "--reports-root", str(reports / "out"),
+         "--users", "2", "--spawn-rate", "2", "--duration", "5m"],
+        env={**os.environ, "CAPTCHA_ORACLE_SECRET": oracle},
+        stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
+        start_new_session=True, preexec_fn=preexec,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "/api/captchas/[id]/verify" not in log.read_text():  # a stats table with requests
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+    return proc, log
+
+
+def stopped_cleanly(proc: subprocess.Popen[str], log: Path, reports: Path) -> dict[str, Any]:
+    """The summary of a run that stopped within 20 s: no escalation, every report written."""
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(f"the run did not stop within 20 s:\n{log.read_text()[-3000:]}")
+    text = log.read_text()
+    assert "still runs" not in text, text[-3000:]  # locust heard the first signal
+    (report,) = (reports / "out").iterdir()
+    # The verdict, whatever it is: a run this short may miss a threshold (exit 3).
+    assert re.search(
+        rf"^run: exit [03] \(.*\); reports in {re.escape(str(report))}$", text, re.M
+    ), text[-3000:]
+    assert (report / "report.html").is_file() and (report / "locust_stats.csv").is_file()
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["requests"] > 0 and summary["failures"] == 0
+    return summary
+
+
+def test_sigterm_stops_a_run_with_its_reports(server, tmp_path: Path) -> None:
+    """How CI systems cancel a job, and how the e2e tests stop their background loads."""
+    proc, log = start_in_background(server, tmp_path)
+    proc.send_signal(signal.SIGTERM)  # to run.py alone: it stops locust
+    stopped_cleanly(proc, log, tmp_path)
+    assert "run: SIGTERM: stopping locust" in log.read_text()
+
+
+def test_ctrl_c_stops_a_run_started_with_sigint_ignored(server, tmp_path: Path) -> None:
+    """A background job of a non-interactive shell inherits SIGINT ignored; Ctrl+C (SIGINT to
+    the process group) must stop it all the same."""
+    proc, log = start_in_background(
+        server, tmp_path, preexec=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    )
+    os.killpg(proc.pid, signal.SIGINT)
+    stopped_cleanly(proc, log, tmp_path)
