@@ -104,8 +104,9 @@ vm-status: ## Say whether the local VM runs (N=3: each VM of the lab; exit 0 onl
 	@$(if $(N),$(LOCALVM_LAB_CMD) status --count $(N),$(LOCALVM) status)
 
 ssh: ## Open a shell in the local VM, or run CMD='...' there
-	@# CMD travels as one argument (from the environment), so ; and | run on the VM, not here.
-	@$(LOCALVM) ssh $(if $(CMD),-- "$$CMD")
+	@# CMD reaches the VM as written: its raw value (make expands nothing in it), single-quoted
+	@# for this shell, one argument; so $$, quotes, ; and | are the VM shell's.
+	@$(LOCALVM) ssh $(if $(value CMD),-- '$(subst ','\'',$(value CMD))')
 
 deploy: venv ## Deploy the stack (ENV=local, APP_SERVER=uwsgi|gunicorn)
 	@test -d configs/$(ENV) || { echo "deploy: no configs/$(ENV) (try ENV=local, vagrant or a copy of configs/example)"; exit 2; }

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from conftest import DEPLOY_VARS, WORKERS
-from stack import Stack
+from stack import ROOT, Stack
 
 OTHER = {"uwsgi": "gunicorn", "gunicorn": "uwsgi"}
 
@@ -81,3 +82,17 @@ def _workers(stack: Stack) -> int:
     master = stack.ssh("supervisorctl pid sample_app").stdout.strip()
     # The launcher execs gunicorn, so supervisor's pid is the master; its children are workers.
     return len(stack.ssh(f"pgrep -P {master}").stdout.split())
+
+
+def test_make_ssh_runs_the_command_on_the_vm_as_written(deployed: Stack):
+    """$, quotes, ; and | reach the VM's shell untouched: neither make nor the host's shell
+    expands them ($SSH_CONNECTION is set only in the VM's ssh session)."""
+    command = """echo "[$SSH_CONNECTION]" 'it'"'"'s' $((6*7)) | tr a-z A-Z; echo $$ >/dev/null"""
+    proc = subprocess.run(
+        ["make", "-s", "ssh", f"CMD={command}"], cwd=ROOT, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith("[") and f" {deployed.address} 22]" in line, line
+    assert line.endswith("] IT'S 42"), line
