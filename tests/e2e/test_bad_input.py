@@ -11,6 +11,15 @@ BAD_VALUES = [
     ({"app_workers": 0}, "app_workers must be an integer from 1 to 512, got 0"),
     ({"nginx_listen_port": "80x"}, "nginx_listen_port"),
     ({"nginx_listen_port": 70000}, "nginx_listen_port must be an integer from 1 to 65535"),
+    # Two listeners on one port: nginx would pass nginx -t, then fail to bind.
+    (
+        {"nginx_listen_port": 9001},
+        "nginx_listen_port (9001) and supervisor_console_port (9001) share a port",
+    ),
+    (
+        {"pdb_enabled": True, "pdb_base_port": 6378},
+        "redis_port (6379) and pdb_base_port + 0..app_workers (6378-",
+    ),
     ({"nginx_app_read_timeout": 5}, "must exceed app_request_timeout"),
     (
         {"app_wsgi_app": "sample_app.wsgi"},
