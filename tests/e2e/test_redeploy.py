@@ -1,7 +1,8 @@
 """Redeploys during a locust load, under each app server: a changed version reaches every worker
 by a graceful reload and no request fails; a version whose health check fails never serves (the
 check before the switch), or is rolled back when it fails after the switch; an nginx site that
-nginx -t refuses changes nothing. The tests run in order, each from where the last one left off.
+nginx -t refuses changes nothing, and one nginx cannot run goes back to the one it ran. The
+tests run in order, each from where the last one left off.
 """
 
 from __future__ import annotations
@@ -116,6 +117,36 @@ def test_an_nginx_site_that_nginx_refuses_changes_nothing(deployed: Stack):
     assert hashlib.sha256(deployed.ssh(f"cat {SITE}").stdout.encode()).hexdigest() == site
     deployed.ssh("nginx -t -q")
     assert sent.failures == 0, sent.failure_messages()
+    assert deployed.get("/healthz").status == 200
+
+
+def test_an_nginx_that_cannot_bind_is_rolled_back_and_runs(deployed: Stack):
+    """nginx -t does not bind: a port another program holds passes it, then fails the restart.
+    The play fails with nginx's reason, the site as it was, and nginx serving again."""
+    site = deployed.ssh(f"cat {SITE}").stdout
+    deployed.ssh("systemd-run --unit=e2e-squatter python3 -m http.server 8081")
+    try:
+        result = deploy(deployed, f"{deployed.server}-port-taken", nginx_listen_port=8081)
+    finally:
+        deployed.ssh("systemctl stop e2e-squatter")
+    assert result.rc != 0, result.tail()
+    assert "bind() to 0.0.0.0:8081 failed (98: Address already in use)" in result.output
+    assert "The previous configuration is back in /etc/nginx and nginx runs it" in result.output
+    assert deployed.ssh(f"cat {SITE}").stdout == site
+    deployed.ssh("systemctl is-active nginx")
+    assert deployed.get("/healthz").status == 200
+
+
+def test_a_reload_nginx_cannot_apply_is_rolled_back(deployed: Stack):
+    """A reload nginx cannot apply (here: one address of the port it holds on all) keeps the
+    old workers and says nothing: nginx-apply sees no new worker and puts the files back."""
+    site = deployed.ssh(f"cat {SITE}").stdout
+    deployed.ssh(f"sed -i 's/listen \\*:80 /listen 127.0.0.1:80 /' {SITE} && nginx -t -q")
+    assert deployed.ssh(f"cat {SITE}").stdout != site
+    result = deployed.ssh("/srv/sample_app/bin/nginx-apply reload", check=False)
+    assert result.returncode == 1, result
+    assert "bind() to 127.0.0.1:80 failed" in result.stderr, result.stderr
+    assert deployed.ssh(f"cat {SITE}").stdout == site
     assert deployed.get("/healthz").status == 200
 
 
