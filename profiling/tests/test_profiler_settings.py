@@ -7,6 +7,7 @@ from test_profiler_support import TOKEN, HelloApp
 
 from wsgiprobe.envvars import env_flag
 from wsgiprobe.profiler import ProfilerSettings, ProfilingMiddleware, settings_from_environment
+from wsgiprobe.profiler.settings import DEFAULT_KEEP_HEADERS
 
 
 def env(tmp_path: Path, **values: str) -> dict[str, str]:
@@ -35,6 +36,11 @@ def test_env_flag_off(value):
     assert env_flag({} if value is None else {"X_FLAG": value}, "X_FLAG") is False
 
 
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_env_flag_unset_or_empty_is_its_default(value):
+    assert env_flag({} if value is None else {"X_FLAG": value}, "X_FLAG", default=True) is True
+
+
 @pytest.mark.parametrize("value", ["maybe", "2", "y", "-1", "enabled", "tru e"])
 def test_env_flag_refuses_anything_else_naming_variable_and_value(value):
     with pytest.raises(ValueError) as caught:
@@ -51,6 +57,8 @@ def test_defaults(tmp_path):
     assert settings.max_bytes == 50 * 1024 * 1024
     assert settings.path == "/_profiler"
     assert settings.scrub_headers == ()
+    assert settings.keep_headers == DEFAULT_KEEP_HEADERS
+    assert settings.redact_query is True
 
 
 def test_every_variable(tmp_path):
@@ -62,6 +70,8 @@ def test_every_variable(tmp_path):
             WSGIPROBE_PROFILER_MAX_PROFILES="7",
             WSGIPROBE_PROFILER_MAX_MB="1.5",
             WSGIPROBE_PROFILER_SCRUB_HEADERS=" X-Captcha-Oracle, X-Api-Key ,,",
+            WSGIPROBE_PROFILER_KEEP_HEADERS="Host, X-Request-Id",
+            WSGIPROBE_PROFILER_REDACT_QUERY="off",
             WSGIPROBE_PROFILER_PATH="/admin/prof",
         )
     )
@@ -69,10 +79,9 @@ def test_every_variable(tmp_path):
     assert settings.max_profiles == 7
     assert settings.max_mb == 1.5
     assert settings.scrub_headers == ("X-Captcha-Oracle", "X-Api-Key")
+    assert settings.keep_headers == ("Host", "X-Request-Id")
+    assert settings.redact_query is False
     assert settings.path == "/admin/prof"
-    assert {"HTTP_X_CAPTCHA_ORACLE", "HTTP_X_API_KEY", "HTTP_COOKIE"} <= (
-        settings.scrubbed_environ_keys()
-    )
 
 
 def test_empty_optional_values_mean_defaults(tmp_path):
@@ -84,20 +93,17 @@ def test_empty_optional_values_mean_defaults(tmp_path):
             WSGIPROBE_PROFILER_MAX_PROFILES="",
             WSGIPROBE_PROFILER_MAX_MB="",
             WSGIPROBE_PROFILER_SCRUB_HEADERS="",
+            WSGIPROBE_PROFILER_REDACT_QUERY="",
             WSGIPROBE_PROFILER_PATH="",
         )
     )
     assert settings == ProfilerSettings(directory=tmp_path / "profiles")
 
 
-def test_always_scrubbed_headers():
-    keys = ProfilerSettings(directory=Path("/x")).scrubbed_environ_keys()
-    assert keys >= {
-        "HTTP_COOKIE",
-        "HTTP_AUTHORIZATION",
-        "HTTP_PROXY_AUTHORIZATION",
-        "HTTP_X_WSGIPROBE_PROFILE",
-    }
+def test_an_empty_allowlist_keeps_no_header(tmp_path):
+    # Not the default: an empty list asks for less than the default keeps.
+    settings = settings_from_environment(env(tmp_path, WSGIPROBE_PROFILER_KEEP_HEADERS=" , "))
+    assert settings.keep_headers == ()
 
 
 @pytest.mark.parametrize(
@@ -116,6 +122,9 @@ def test_always_scrubbed_headers():
         ("WSGIPROBE_PROFILER_MAX_MB", "-3"),
         ("WSGIPROBE_PROFILER_MAX_MB", "inf"),
         ("WSGIPROBE_PROFILER_SCRUB_HEADERS", "X-Ok, Not A Header"),
+        ("WSGIPROBE_PROFILER_KEEP_HEADERS", "Host;User-Agent"),
+        ("WSGIPROBE_PROFILER_KEEP_HEADERS", "Host, X:Y"),
+        ("WSGIPROBE_PROFILER_REDACT_QUERY", "sometimes"),
         ("WSGIPROBE_PROFILER_PATH", "_profiler"),
         ("WSGIPROBE_PROFILER_PATH", "/"),
         ("WSGIPROBE_PROFILER_PATH", "/_profiler/"),
@@ -154,6 +163,8 @@ def test_direct_construction_is_validated(tmp_path):
         ProfilerSettings(directory=tmp_path, max_profiles=0)
     with pytest.raises(ValueError):
         ProfilerSettings(directory=Path("relative"))
+    with pytest.raises(ValueError, match="not a header name"):
+        ProfilerSettings(directory=tmp_path, keep_headers=("Host", "User Agent"))
 
 
 # -- the profile directory ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What a profile holds on disk, scrubbing, and the bounds on the shared directory."""
+"""What a profile holds on disk and the bounds on the shared directory (scrubbing:
+test_profiler_scrub)."""
 
 import json
 import multiprocessing
@@ -39,7 +40,7 @@ def test_saved_profile_has_dozer_format_and_context(directory, monkeypatch):
     data = load(directory, profile_id)
     assert {"time", "profile", "environ"} <= data.keys()  # what Dozer's pages read
     assert data["environ"]["PATH_INFO"] == "/items"
-    assert data["environ"]["QUERY_STRING"] == "page=2"
+    assert data["environ"]["QUERY_STRING"] == "page=[redacted]"  # test_profiler_scrub: why
     assert any("HelloApp.__call__" in key or "__call__" in key for key in data["profile"])
     record = data["wsgiprobe"]
     assert record["worker"] == WORKER["worker"]
@@ -47,7 +48,7 @@ def test_saved_profile_has_dozer_format_and_context(directory, monkeypatch):
     assert record["server"] == "uwsgi"
     assert record["method"] == "POST"
     assert record["path"] == "/items"
-    assert record["query"] == "page=2"
+    assert record["query"] == "page=[redacted]"
     assert record["status"] == 201
     assert record["duration_ms"] > 0
     assert json.loads((directory / f"{profile_id}.json").read_text()) == record
@@ -55,40 +56,6 @@ def test_saved_profile_has_dozer_format_and_context(directory, monkeypatch):
     for path in directory.iterdir():
         assert not path.name.startswith(".tmp-")
         assert path.stat().st_mode & 0o077 == 0
-
-
-def test_secrets_are_scrubbed(directory):
-    wrapped = middleware(HelloApp(), directory, scrub_headers=("X-Captcha-Oracle",))
-    call(
-        wrapped,
-        headers={
-            **TRIGGER,
-            "Cookie": "session=cookie-secret",
-            "Authorization": "Bearer auth-secret",
-            "Proxy-Authorization": "Basic proxy-secret",
-            "X-Captcha-Oracle": "oracle-secret",
-            "User-Agent": "kept-agent",
-        },
-    )
-    (profile_id,) = ids(directory)
-    raw = (directory / f"{profile_id}.pkl").read_bytes()
-    raw += (directory / f"{profile_id}.json").read_bytes()
-    for secret in (
-        TOKEN,
-        "cookie-secret",
-        "auth-secret",
-        "proxy-secret",
-        "oracle-secret",
-        "X_WSGIPROBE_PROFILE",
-        "HTTP_COOKIE",
-        "HTTP_AUTHORIZATION",
-        "HTTP_X_CAPTCHA_ORACLE",
-    ):
-        assert secret.encode() not in raw, secret
-    saved = load(directory, profile_id)["environ"]
-    assert saved["HTTP_USER_AGENT"] == "kept-agent"
-    assert not any(key.startswith("wsgi") for key in saved)
-    assert all(isinstance(value, str) for value in saved.values())
 
 
 def test_retention_by_count_removes_oldest_first(directory):

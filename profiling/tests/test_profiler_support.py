@@ -78,9 +78,12 @@ def environ(
     method: str = "GET",
     headers: dict[str, str] | None = None,
     query: str = "",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A request's environ; extra adds keys a server sets (REQUEST_URI, RAW_URI...)."""
     env = create_environ(path, method=method, headers=headers, query_string=query)
     env["wsgi.multiprocess"] = True  # as under uWSGI/gunicorn with several workers
+    env.update(extra or {})
     return env
 
 

@@ -25,6 +25,11 @@ BAD_VALUES = [
         {"app_wsgi_app": "sample_app.wsgi"},
         "app_wsgi_app must look like module:name or module:factory()",
     ),
+    # The toolkit would refuse it when the app server starts, after the host changed.
+    (
+        {"profiling_keep_headers": ["Host", "User Agent"]},
+        "profiling_keep_headers and profiling_scrub_headers must hold header names only",
+    ),
     # The VM's release, unknown to the roles: as a host on another system is met.
     ({"preflight_platforms": {"Debian": ["sid"]}}, "this bundle deploys to Debian sid only"),
 ]

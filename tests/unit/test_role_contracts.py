@@ -58,3 +58,12 @@ def test_the_local_vm_builds_the_releases_the_roles_support():
     from nspawnvm.rootfs import RELEASES
 
     assert _platforms("preflight") == [{"name": "Debian", "versions": list(RELEASES)}]
+
+
+def test_the_profiler_role_scrubs_as_the_toolkit_does_by_default():
+    # The toolkit's defaults apply when the env file has no value; the role always writes one.
+    from wsgiprobe.profiler.settings import DEFAULT_KEEP_HEADERS, ProfilerSettings
+
+    defaults = yaml.safe_load((ROOT / "roles/profiling/defaults/main.yml").read_text())
+    assert defaults["profiling_keep_headers"] == list(DEFAULT_KEEP_HEADERS)
+    assert defaults["profiling_redact_query"] is ProfilerSettings(Path("/x")).redact_query

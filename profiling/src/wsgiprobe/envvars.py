@@ -10,12 +10,15 @@ import math
 from collections.abc import Mapping
 
 TRUE = ("1", "true", "yes", "on")
-FALSE = ("", "0", "false", "no", "off")
+FALSE = ("0", "false", "no", "off")
 
 
-def env_flag(env: Mapping[str, str], name: str) -> bool:
-    """On (1/true/yes/on) or off (0/false/no/off, or unset); anything else is refused."""
+def env_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """On (1/true/yes/on) or off (0/false/no/off); unset or empty is the default; anything
+    else is refused."""
     raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
     if raw in TRUE:
         return True
     if raw in FALSE:

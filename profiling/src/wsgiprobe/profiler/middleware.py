@@ -42,23 +42,6 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _HEADER_KEY = "HTTP_X_WSGIPROBE_PROFILE"
 _COOKIE_NEEDLE = TRIGGER_COOKIE + "="
-# Saved besides the HTTP_* headers that are not scrubbed. SCRIPT_NAME, PATH_INFO and
-# QUERY_STRING are always present: Dozer's own templates index them.
-_SAFE_KEYS = frozenset(
-    {
-        "REQUEST_METHOD",
-        "SCRIPT_NAME",
-        "PATH_INFO",
-        "QUERY_STRING",
-        "CONTENT_TYPE",
-        "CONTENT_LENGTH",
-        "SERVER_NAME",
-        "SERVER_PORT",
-        "SERVER_PROTOCOL",
-        "REMOTE_ADDR",
-    }
-)
-
 # One active profile per process, shared by every middleware in it: two cProfile profilers at
 # once fail on Python 3.12+ and mix each other's calls before that.
 _PROFILE_LOCK = threading.Lock()
@@ -77,7 +60,13 @@ class ProfilingMiddleware:
         self._token = settings.token.encode()
         self._sample_rate = settings.sample_rate
         self._random = random.random  # random reseeds itself in forked children
-        self._scrubbed = settings.scrubbed_environ_keys()
+        self.scrubber = settings.scrubber()
+        ignored = settings.ignored_keep_headers()
+        if ignored:
+            logger.warning(
+                "kept headers %s are scrubbed or look like credentials: their values are redacted",
+                ", ".join(ignored),
+            )
         # Counters, for tests and debugging; approximate under threads.
         self.profiles_saved = 0
         self.busy_skips = 0
@@ -154,14 +143,14 @@ class ProfilingMiddleware:
             "thread": threading.get_ident(),
             "method": environ.get("REQUEST_METHOD", ""),
             "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
-            "query": environ.get("QUERY_STRING", ""),
+            "query": self.scrubber.query(environ.get("QUERY_STRING", "")),
             "status": int(status[:3]) if status and status[:3].isdigit() else None,
             "duration_ms": round(duration_ms, 3),
             "cost_ms": round(cost_ms, 3),
             "error": run.error,
             "saved_at": time.time(),
         }
-        safe_environ = self.scrub(environ)
+        safe_environ = self.scrubber.environ(environ)
         safe_environ["thread_id"] = str(record["thread"])  # as Dozer records it
         data = {
             "time": datetime.now(),
@@ -187,20 +176,6 @@ class ProfilingMiddleware:
                 "profile %s alone is larger than WSGIPROBE_PROFILER_MAX_MB: removed at once",
                 profile_id,
             )
-
-    def scrub(self, environ: dict[str, Any]) -> dict[str, str]:
-        """The part of environ a profile keeps: no secrets, no wsgi.* objects."""
-        scrubbed = self._scrubbed
-        safe = {
-            key: value
-            for key, value in environ.items()
-            if isinstance(value, str)
-            and (key.startswith("HTTP_") or key in _SAFE_KEYS)
-            and key not in scrubbed
-        }
-        for key in ("SCRIPT_NAME", "PATH_INFO", "QUERY_STRING"):
-            safe.setdefault(key, "")
-        return safe
 
 
 # The three phases of a profiled request, as the profile's top-level entries show them.

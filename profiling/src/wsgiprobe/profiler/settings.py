@@ -10,11 +10,26 @@ from pathlib import Path
 
 from wsgiprobe.envvars import env_flag, env_float, env_int, invalid
 
+from .scrub import Scrubber, looks_like_credential
+
 TRIGGER_HEADER = "X-Wsgiprobe-Profile"
 TRIGGER_COOKIE = "wsgiprobe_profile"
 DEFAULT_PATH = "/_profiler"  # Dozer's own links point there: keep it the default
-# Never saved with a profile, whatever the settings say.
+# Their values are never saved with a profile, whatever the settings say (credential-looking
+# names are redacted too: see scrub.py).
 ALWAYS_SCRUBBED = ("Cookie", "Authorization", "Proxy-Authorization", TRIGGER_HEADER)
+# The headers whose values a profile keeps unless configured otherwise: what tells requests
+# apart without identifying anyone. Not Referer (a URL, often with a token in its query), nor
+# X-Forwarded-For (addresses).
+DEFAULT_KEEP_HEADERS = (
+    "Host",
+    "User-Agent",
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Content-Type",
+    "Content-Length",
+)
 
 # RFC 9110 token characters: anything else cannot be a header name.
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
@@ -34,6 +49,8 @@ class ProfilerSettings:
     max_profiles: int = 200
     max_mb: float = 50.0
     scrub_headers: tuple[str, ...] = ()  # extra header names, besides ALWAYS_SCRUBBED
+    keep_headers: tuple[str, ...] = DEFAULT_KEEP_HEADERS  # the allowlist; scrubbing wins
+    redact_query: bool = True
     path: str = DEFAULT_PATH
 
     def __post_init__(self) -> None:
@@ -48,7 +65,7 @@ class ProfilerSettings:
             raise ValueError(f"max profiles must be an integer >= 1, got {self.max_profiles!r}")
         if not (math.isfinite(self.max_mb) and self.max_mb > 0):
             raise ValueError(f"max MB must be a number > 0, got {self.max_mb!r}")
-        for name in self.scrub_headers:
+        for name in (*self.scrub_headers, *self.keep_headers):
             if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"not a header name: {name!r}")
         if not _UI_PATH.fullmatch(self.path):
@@ -58,15 +75,19 @@ class ProfilerSettings:
     def max_bytes(self) -> int:
         return int(self.max_mb * 1024 * 1024)  # MB here means MiB
 
-    def scrubbed_environ_keys(self) -> frozenset[str]:
-        """The WSGI environ keys of every scrubbed header."""
-        keys = set()
-        for name in (*ALWAYS_SCRUBBED, *self.scrub_headers):
-            key = name.upper().replace("-", "_")
-            keys.add("HTTP_" + key)
-            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                keys.add(key)  # WSGI carries these two without the HTTP_ prefix
-        return frozenset(keys)
+    def scrubber(self) -> Scrubber:
+        return Scrubber(
+            self.keep_headers, (*ALWAYS_SCRUBBED, *self.scrub_headers), self.redact_query
+        )
+
+    def ignored_keep_headers(self) -> tuple[str, ...]:
+        """Allowlisted names whose values are redacted all the same (scrubbed or credentials)."""
+        scrubbed = {name.lower() for name in (*ALWAYS_SCRUBBED, *self.scrub_headers)}
+        return tuple(
+            name
+            for name in self.keep_headers
+            if name.lower() in scrubbed or looks_like_credential(name)
+        )
 
 
 def settings_from_environment(env: Mapping[str, str]) -> ProfilerSettings | None:
@@ -101,14 +122,15 @@ def settings_from_environment(env: Mapping[str, str]) -> ProfilerSettings | None
     if max_mb <= 0:
         raise invalid(env, "WSGIPROBE_PROFILER_MAX_MB", "a number > 0")
 
-    raw_headers = env.get("WSGIPROBE_PROFILER_SCRUB_HEADERS", "")
-    scrub_headers = tuple(name.strip() for name in raw_headers.split(",") if name.strip())
-    for name in scrub_headers:
-        if not _HEADER_NAME.fullmatch(name):
-            raise ValueError(
-                f"WSGIPROBE_PROFILER_SCRUB_HEADERS must be comma-separated header names,"
-                f" got {raw_headers!r} ({name!r} is not one)"
-            )
+    scrub_headers = _header_names(env, "WSGIPROBE_PROFILER_SCRUB_HEADERS")
+    # Unset means the default allowlist; set and empty means keep no header's value (reading
+    # it as "the default" would keep more than was asked for).
+    keep_headers = (
+        _header_names(env, "WSGIPROBE_PROFILER_KEEP_HEADERS")
+        if "WSGIPROBE_PROFILER_KEEP_HEADERS" in env
+        else DEFAULT_KEEP_HEADERS
+    )
+    redact_query = env_flag(env, "WSGIPROBE_PROFILER_REDACT_QUERY", default=True)
 
     path = env.get("WSGIPROBE_PROFILER_PATH", "").strip() or DEFAULT_PATH
     if not _UI_PATH.fullmatch(path):
@@ -121,5 +143,19 @@ def settings_from_environment(env: Mapping[str, str]) -> ProfilerSettings | None
         max_profiles=max_profiles,
         max_mb=max_mb,
         scrub_headers=scrub_headers,
+        keep_headers=keep_headers,
+        redact_query=redact_query,
         path=path,
     )
+
+
+def _header_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of header names; blanks between commas are ignored."""
+    raw = env.get(name, "")
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for header in names:
+        if not _HEADER_NAME.fullmatch(header):
+            raise ValueError(
+                f"{name} must be comma-separated header names, got {raw!r} ({header!r} is not one)"
+            )
+    return names
