@@ -271,6 +271,8 @@ def test_pages_are_not_framed_or_cached(client):
     response = get(client, "/_profiler/showall")
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Cache-Control"] == "no-store"
+    # Its own policy, which nginx keeps instead of the page's stricter one.
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
 
 def test_unexposed_dozer_methods_are_not_reachable(client):

@@ -105,6 +105,22 @@ class HttpResponse:
         return json.loads(self.body)
 
 
+# nginx_client_header_buffers' default, 3 8k: what nginx lets through and what it refuses.
+HEADER_LINE = 8 * 1024
+HEADER_LINES = 3
+
+
+def many_headers() -> dict[str, str]:
+    """700 small headers (~11 KB; uWSGI dropped over 120): nginx passes them (not ~1000)."""
+    return {f"X-Many-{i}": "v" for i in range(700)}
+
+
+def long_headers(lines: int) -> dict[str, str]:
+    """Header lines of nearly HEADER_LINE bytes: nginx passes HEADER_LINES - 1 of them, and
+    refuses HEADER_LINES + 1 with its own 400."""
+    return {f"X-Line-{i}": "a" * (HEADER_LINE - 200) for i in range(lines)}
+
+
 def secret(name: str) -> str:
     """A secret the deploys generated for the local inventory (read after the first deploy)."""
     return (SECRETS / name).read_text().strip()

@@ -177,6 +177,16 @@ def test_the_page_is_refused_outside_the_allow_list(deployed: Stack):
     assert deployed.loopback("GET", "/_profiler/showall", basic_auth("wrong")).status == 401
 
 
+def test_the_page_keeps_its_own_policy_through_nginx(deployed: Stack):
+    """nginx adds its strict CSP only where the app sent none: Dozer's pages need inline
+    handlers (nginx's header, added after the app's, would be the last one read here)."""
+    page = deployed.loopback("GET", "/_profiler/showall", basic_auth(secret("profiling_password")))
+    assert page.status == 200
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self' 'unsafe-inline'" in policy, policy
+    assert page.headers["X-Frame-Options"] == "DENY"
+
+
 def test_profiles_cannot_be_deleted_with_a_plain_get_or_from_another_site(deployed: Stack):
     assert deployed.request("GET", "/healthz", headers=trigger()).status == 200
     before = profile_count(deployed)

@@ -31,7 +31,7 @@ from lab import (
     vm,
 )
 from load import REPORT_LINE, RUN, BackgroundLoad, env
-from stack import FIGURES, ROOT, require_booted
+from stack import FIGURES, HEADER_LINES, ROOT, long_headers, many_headers, require_booted
 from terminal import make_pdb, make_profiler
 
 APP_PORT = 8000  # app_listen_port
@@ -94,6 +94,23 @@ def test_requests_through_the_lb_reach_both_app_hosts(lab_deployed: Lab):
     # Static files too: the lb has no release of its own and passes them on.
     style = lab.lb.get("/static/style.css")
     assert style.status == 200 and b"{" in style.body
+
+
+def test_a_client_s_large_headers_never_count_against_an_app_host(lab_deployed: Lab):
+    """Headers the lb's nginx passes reach an app server and are answered; larger ones get the
+    lb's own 400. No app host fails one (a 502 would be retried on the other, and counted
+    against the first by max_fails)."""
+    lab = lab_deployed
+    line = access_log_size(lab)
+    for _ in range(10):
+        assert lab.lb.request("GET", "/healthz", headers=many_headers()).status == 200
+        assert (
+            lab.lb.request("GET", "/healthz", headers=long_headers(HEADER_LINES + 1)).status == 400
+        )
+    tried = upstreams(log_since(lab, line))
+    assert len(tried) == 10 and all(len(servers) == 1 for servers in tried), tried
+    answered = lab.hosts_answering(20)
+    assert set(answered) == {lab.app1.name, lab.app2.name}, answered
 
 
 def test_the_lb_leaves_out_a_stopped_app_host_and_takes_it_back(lab_deployed: Lab):
