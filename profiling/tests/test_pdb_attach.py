@@ -15,6 +15,15 @@ import pytest
 from wsgiprobe import pdb_attach
 from wsgiprobe.pdb_attach import DiscoveryError
 
+SECRET = "the-attach-tests-secret-7"
+
+
+@pytest.fixture(autouse=True)
+def secret(monkeypatch):
+    """pdb-attach runs with the app's env file, hence WSGIPROBE_PDB_SECRET."""
+    monkeypatch.setenv("WSGIPROBE_PDB_SECRET", SECRET)
+
+
 IGNORE_USR1 = "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); time.sleep(60)"
 
 
@@ -140,6 +149,12 @@ def test_bad_arguments_exit_2(argv):
     assert stop.value.code == 2
 
 
+def test_without_the_secret_it_signals_nothing(child, monkeypatch, capsys):
+    monkeypatch.delenv("WSGIPROBE_PDB_SECRET")
+    assert pdb_attach.main(["--pid", str(child.pid)]) == 2
+    assert "WSGIPROBE_PDB_SECRET is not set" in capsys.readouterr().err
+
+
 def test_a_gone_pid_is_a_usage_error(capsys):
     assert pdb_attach.main(["--pid", str(dead_pid())]) == 2
     assert "no process" in capsys.readouterr().err
@@ -228,6 +243,18 @@ def test_script_waits_for_each_prompt_and_prints_the_transcript():
     assert received == [b"p path\n", b"c\n"]
 
 
+def test_script_takes_a_prompt_read_with_the_banner():
+    ours, theirs = socket.socketpair()
+    received = []
+    peer = threading.Thread(target=fake_pdb, args=(theirs, {b"p 1": b"1"}, received))
+    peer.start()
+    banner = ours.recv(100)  # all of "> here\n(Pdb) ": authenticate read the prompt already
+    out = io.BytesIO()
+    assert pdb_attach.run_script(ours, ["p 1", "c"], out, timeout=5, received=banner) == 0
+    peer.join()
+    assert out.getvalue() == b"> here\n(Pdb) p 1\n1\n(Pdb) c\n"
+
+
 def test_script_without_continue_detaches_with_eof():
     ours, theirs = socket.socketpair()
     received = []
@@ -261,3 +288,23 @@ def test_bridge_copies_both_ways_until_the_session_closes():
     peer.join()
     assert received == [b"p 1\n", b"c\n"]
     assert out.getvalue() == b"> here\n(Pdb) 1\n(Pdb) "
+
+
+def test_it_sends_the_secret_first_and_passes_the_banner_on():
+    ours, theirs = socket.socketpair()
+    with theirs:
+        theirs.sendall(b"wsgiprobe: pdb in worker 1 pid 5, stopped\n> here\n")
+        assert pdb_attach.authenticate(ours, SECRET, timeout=5) == (
+            b"wsgiprobe: pdb in worker 1 pid 5, stopped\n> here\n"
+        )
+        assert theirs.recv(100) == SECRET.encode() + b"\n"
+    ours.close()
+
+
+def test_a_refusal_is_reported_and_ends_it(capsys):
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"wsgiprobe: refused (wrong secret)\n")
+        theirs.shutdown(socket.SHUT_WR)
+        assert pdb_attach.authenticate(ours, "not-the-right-one", timeout=5) is None
+    assert "pdb_attach: wsgiprobe: refused (wrong secret)" in capsys.readouterr().err

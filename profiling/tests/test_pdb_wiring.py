@@ -12,6 +12,9 @@ import pytest
 from wsgiprobe import compose, pdbhook
 from wsgiprobe import gunicorn_hooks as hooks
 
+# What the deploy writes into the env file with pdb on.
+PDB_ON = {"WSGIPROBE_PDB": "1", "WSGIPROBE_PDB_SECRET": "the-wiring-pdb-secret-1"}
+
 
 @pytest.fixture
 def reset_hook(monkeypatch):
@@ -51,7 +54,7 @@ def test_without_pdb_the_app_is_not_wrapped(app_module, reset_hook):
 
 
 def test_with_pdb_the_first_request_installs_the_handler(app_module, reset_hook, tmp_path):
-    env = {**app_module, "WSGIPROBE_PDB": "1", "WSGIPROBE_PDB_DIR": str(tmp_path)}
+    env = {**app_module, **PDB_ON, "WSGIPROBE_PDB_DIR": str(tmp_path)}
     app = compose.build_application(env)
     assert isinstance(app, pdbhook.PdbHookMiddleware)  # outermost: any first request installs
     assert signal.getsignal(signal.SIGUSR1) is not pdbhook._on_usr1  # not at import (uWSGI)
@@ -62,9 +65,12 @@ def test_with_pdb_the_first_request_installs_the_handler(app_module, reset_hook,
 
 def test_a_bad_pdb_value_stops_the_app(app_module):
     with pytest.raises(ValueError, match="WSGIPROBE_PDB_BASE_PORT"):
-        compose.build_application(
-            {**app_module, "WSGIPROBE_PDB": "1", "WSGIPROBE_PDB_BASE_PORT": "x"}
-        )
+        compose.build_application({**app_module, **PDB_ON, "WSGIPROBE_PDB_BASE_PORT": "x"})
+
+
+def test_pdb_without_its_secret_stops_the_app(app_module):
+    with pytest.raises(ValueError, match="WSGIPROBE_PDB_SECRET is not set"):
+        compose.build_application({**app_module, "WSGIPROBE_PDB": "1"})
 
 
 class Log:
@@ -102,6 +108,7 @@ class Worker:
 def test_on_starting_marks_the_master_usr1_as_a_log_rotation(monkeypatch, reset_hook, tmp_path):
     monkeypatch.delenv("WSGIPROBE_WORKERS_FILE", raising=False)
     monkeypatch.setenv("WSGIPROBE_PDB", "1")
+    monkeypatch.setenv("WSGIPROBE_PDB_SECRET", PDB_ON["WSGIPROBE_PDB_SECRET"])
     monkeypatch.setenv("WSGIPROBE_PDB_DIR", str(tmp_path))
     arbiter = Arbiter()
     hooks.on_starting(arbiter)
@@ -124,6 +131,7 @@ def test_post_worker_init_installs_the_handler_chained_to_the_log_reopen(
     monkeypatch, reset_hook, tmp_path
 ):
     monkeypatch.setenv("WSGIPROBE_PDB", "1")
+    monkeypatch.setenv("WSGIPROBE_PDB_SECRET", PDB_ON["WSGIPROBE_PDB_SECRET"])
     monkeypatch.setenv("WSGIPROBE_PDB_DIR", str(tmp_path))
     worker = Worker()
     hooks.post_worker_init(worker)

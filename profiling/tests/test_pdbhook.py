@@ -14,7 +14,8 @@ import pytest
 
 from wsgiprobe import pdbhook, workers
 
-ON = {"WSGIPROBE_PDB": "1"}
+SECRET = "the-tests-pdb-secret-0123"
+ON = {"WSGIPROBE_PDB": "1", "WSGIPROBE_PDB_SECRET": SECRET}
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -29,10 +30,11 @@ def test_settings_are_none_unless_enabled(value):
 
 @pytest.mark.parametrize("value", ["1", "true", "TRUE", " True "])
 def test_settings_enabled_with_defaults(value):
-    settings = pdbhook.settings_from_environment({"WSGIPROBE_PDB": value})
+    settings = pdbhook.settings_from_environment({**ON, "WSGIPROBE_PDB": value})
     assert settings == pdbhook.PdbSettings(
-        host="127.0.0.1", base_port=4440, timeout=60.0, dir=None, idle_timeout=600.0
+        host="127.0.0.1", base_port=4440, timeout=60.0, dir=None, idle_timeout=600.0, secret=SECRET
     )
+    assert SECRET not in repr(settings)  # not in a log line that shows the settings
     assert settings.port_for(3) == 4443
     assert settings.port_for(None) == 4440
 
@@ -47,12 +49,14 @@ def test_settings_from_every_variable():
         "WSGIPROBE_PDB_IDLE_TIMEOUT": "30",
     }
     assert pdbhook.settings_from_environment(env) == pdbhook.PdbSettings(
-        host="::1", base_port=5000, timeout=2.5, dir="/run/app/pdb", idle_timeout=30.0
-    )
+        host="::1", base_port=5000, timeout=2.5, dir="/run/app/pdb", idle_timeout=30.0,
+        secret=SECRET,
+    )  # fmt: skip
 
 
 def test_settings_default_to_os_environ(monkeypatch):
     monkeypatch.setenv("WSGIPROBE_PDB", "1")
+    monkeypatch.setenv("WSGIPROBE_PDB_SECRET", SECRET)
     monkeypatch.setenv("WSGIPROBE_PDB_BASE_PORT", "6000")
     assert pdbhook.settings_from_environment().base_port == 6000
 
@@ -76,6 +80,31 @@ def test_settings_default_to_os_environ(monkeypatch):
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ValueError, match=name):
         pdbhook.settings_from_environment({**ON, name: value})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "is not set"),
+        ("  ", "is not set"),
+        ("short-0123", "at least 16"),
+        ("a-secret-with-\u00e9-inside", "printable ASCII"),
+        ("a-secret with-a-space", "no spaces"),
+    ],
+)
+def test_pdb_on_without_a_fit_secret_is_refused(value, expected):
+    env = {"WSGIPROBE_PDB": "1"} if value is None else {**ON, "WSGIPROBE_PDB_SECRET": value}
+    with pytest.raises(ValueError, match=f"WSGIPROBE_PDB_SECRET.*{expected}") as raised:
+        pdbhook.settings_from_environment(env)
+    assert value is None or value.strip() == "" or value not in str(raised.value)
+
+
+def test_the_secret_is_compared_whole():
+    assert pdbhook.secret_matches(SECRET.encode(), SECRET)
+    assert pdbhook.secret_matches(SECRET.encode() + b"\r", SECRET)  # telnet's line end
+    for line in (b"", SECRET[:-1].encode(), SECRET.encode() + b"x", b" " + SECRET.encode()):
+        assert not pdbhook.secret_matches(line, SECRET)
+    assert not pdbhook.secret_matches(b"", "")  # no secret: nobody gets in
 
 
 # -- the log-rotation marker ---------------------------------------------------------------------
@@ -215,8 +244,9 @@ def free_base_port():
         return sock.getsockname()[1] - 1  # worker 1 listens on base + 1
 
 
-def pdb_client(port, commands, seen, during=None):
-    """Signal this process, connect as soon as the port opens, run commands at each prompt.
+def pdb_client(port, commands, seen, during=None, secret=SECRET):
+    """Signal this process, connect as soon as the port opens, send the secret line, run
+    commands at each prompt.
 
     Signalled from this thread, the handler runs in the main thread wherever it is (run_until).
     """
@@ -232,6 +262,7 @@ def pdb_client(port, commands, seen, during=None):
                 seen.append("never opened")
                 return
             time.sleep(0.02)
+    conn.sendall(secret.encode() + b"\n")
     transcript = b""
     with conn:
         for command in [*commands, None]:
@@ -269,7 +300,7 @@ def test_direct_signal_reopens_logs_and_opens_pdb_in_the_interrupted_frame(
 ):
     caplog.set_level(logging.INFO, logger="wsgiprobe.pdb")
     base = free_base_port()
-    settings = pdbhook.PdbSettings(base_port=base, timeout=5, dir=str(tmp_path))
+    settings = pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=5, dir=str(tmp_path))
     fake = FakeWorker()
     assert pdbhook.gunicorn_post_worker_init(fake, settings)
     records = []
@@ -306,7 +337,7 @@ def test_direct_signal_reopens_logs_and_opens_pdb_in_the_interrupted_frame(
 
 def test_no_client_times_out_and_the_code_goes_on(tmp_path, reset_hook, worker_one, caplog):
     base = free_base_port()
-    settings = pdbhook.PdbSettings(base_port=base, timeout=0.3, dir=str(tmp_path))
+    settings = pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=0.3, dir=str(tmp_path))
     fake = FakeWorker()
     pdbhook.gunicorn_post_worker_init(fake, settings)
     started = time.monotonic()
@@ -321,7 +352,7 @@ def test_no_client_times_out_and_the_code_goes_on(tmp_path, reset_hook, worker_o
 
 def test_quit_and_disconnect_let_the_code_go_on(reset_hook, worker_one):
     base = free_base_port()
-    pdbhook.install(pdbhook.PdbSettings(base_port=base, timeout=5))
+    pdbhook.install(pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=5))
     for commands in (["n", "q"], ["p path"]):  # the second one just hangs up
         seen = []
         client = threading.Thread(target=pdb_client, args=(base + 1, commands, seen))
@@ -333,10 +364,141 @@ def test_quit_and_disconnect_let_the_code_go_on(reset_hook, worker_one):
         assert not pdbhook._state.active
 
 
+def signal_self():
+    time.sleep(0.05)  # the main thread is in run_until by then, not in Thread.start()
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def connect_when_open(port):
+    for _ in range(500):
+        with contextlib.suppress(OSError):
+            return socket.create_connection(("127.0.0.1", port), timeout=10)
+        time.sleep(0.02)
+    raise AssertionError(f"port {port} never opened")
+
+
+def read_all(conn):
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := conn.recv(4096):
+            data += chunk
+    return data
+
+
+def test_clients_without_the_secret_are_refused_and_the_operator_still_gets_in(
+    reset_hook, worker_one, monkeypatch, caplog
+):
+    monkeypatch.setattr(pdbhook, "AUTH_TIMEOUT", 1.0)
+    base = free_base_port()
+    pdbhook.install(pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=10))
+    answers = {}
+    seen = []
+
+    def intruders_then_operator():
+        signal_self()
+        # Connected first and silent: must hold up nobody, and be dropped after AUTH_TIMEOUT.
+        slow = connect_when_open(base + 1)
+        started = time.monotonic()
+        attempts = {
+            # A pdb command in place of the secret, and one right after a wrong secret.
+            "command": b"p __import__('os').getpid()\n",
+            "wrong": b"not-the-secret-at-all\np __import__('os').getpid()\n",
+            "almost": SECRET[:-1].encode() + b"\n",
+            "too long": b"x" * 300,
+            "hung up": b"",
+        }
+        for name, sent in attempts.items():
+            with socket.create_connection(("127.0.0.1", base + 1), timeout=10) as conn:
+                conn.sendall(sent)
+                if not sent:
+                    conn.shutdown(socket.SHUT_WR)
+                answers[name] = read_all(conn)
+        answers["refused in"] = time.monotonic() - started
+        # The operator, while the slow one still waits: same session, same frame.
+        pdb_client(base + 1, ["p path", "c"], seen, secret=SECRET)
+        answers["slow"] = read_all(slow)
+        slow.close()
+
+    client = threading.Thread(target=intruders_then_operator)
+    client.start()
+    assert run_until(client, "/debugged") == "/debugged"
+    client.join()
+
+    pid = str(os.getpid()).encode()
+    reasons = {
+        "command": b"wrong secret",
+        "wrong": b"wrong secret",
+        "almost": b"wrong secret",
+        "too long": b"first line too long",
+        "hung up": b"closed before the secret",
+    }
+    for name, reason in reasons.items():
+        assert answers[name] == b"wsgiprobe: refused (" + reason + b")\n", name
+        assert b"(Pdb)" not in answers[name] and pid not in answers[name], name
+    assert answers["refused in"] < 1.0  # none of them waited for the slow client
+    # Still waiting when the operator got in (AUTH_TIMEOUT is 1 s): dropped then.
+    assert answers["slow"] == b"wsgiprobe: refused (no longer waiting for a client)\n"
+    assert "(Pdb) p path\n'/debugged'\n" in seen[0]
+    assert caplog.text.count("refused (wrong secret)") == 3
+    assert SECRET[:-1] not in caplog.text and "not-the-secret" not in caplog.text
+    assert "ended (continue)" in caplog.text
+    assert sys.gettrace() is None and not pdbhook._state.active
+
+
+def test_only_wrong_clients_and_the_worker_goes_on_after_the_timeout(
+    reset_hook, worker_one, monkeypatch, caplog
+):
+    monkeypatch.setattr(pdbhook, "AUTH_TIMEOUT", 0.5)
+    base = free_base_port()
+    pdbhook.install(pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=1.5))
+    answers = []
+
+    def intruder():
+        signal_self()
+        with connect_when_open(base + 1) as conn:
+            conn.sendall(b"guess-guess-guess\n")
+            answers.append(read_all(conn))
+        with connect_when_open(base + 1) as conn:  # says nothing
+            answers.append(read_all(conn))
+
+    client = threading.Thread(target=intruder)
+    started = time.monotonic()
+    client.start()
+    run_until(client, "/timeout")
+    client.join()
+    assert answers == [
+        b"wsgiprobe: refused (wrong secret)\n",
+        b"wsgiprobe: refused (no secret within 0.5s)\n",
+    ]
+    while pdbhook._state.active and time.monotonic() - started < 5:
+        time.sleep(0.05)  # the handler runs in this (main) thread: already done here
+    assert 1.5 <= time.monotonic() - started < 5
+    assert "no client within 1.5s" in caplog.text
+
+
+def test_commands_sent_with_the_secret_reach_pdb(reset_hook, worker_one):
+    base = free_base_port()
+    pdbhook.install(pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=5))
+    received = []
+
+    def in_one_go():
+        signal_self()
+        with connect_when_open(base + 1) as conn:
+            conn.sendall(SECRET.encode() + b"\r\np 6 * 7\nc\n")  # as telnet or a paste sends
+            received.append(read_all(conn))
+
+    client = threading.Thread(target=in_one_go)
+    client.start()
+    run_until(client, "/typed-ahead")
+    client.join()
+    assert received[0].startswith(b"wsgiprobe: pdb in worker 1")
+    assert b"(Pdb) 42\n(Pdb) " in received[0]
+
+
 def test_a_silent_client_is_dropped_after_the_idle_timeout(reset_hook, worker_one, caplog):
     base = free_base_port()
     fake = FakeWorker()
-    settings = pdbhook.PdbSettings(base_port=base, timeout=5, idle_timeout=1.5)
+    settings = pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=5, idle_timeout=1.5)
     pdbhook.gunicorn_post_worker_init(fake, settings)
     received = []
 
@@ -348,6 +510,7 @@ def test_a_silent_client_is_dropped_after_the_idle_timeout(reset_hook, worker_on
                 break
             time.sleep(0.02)
         with conn:
+            conn.sendall(SECRET.encode() + b"\n")
             while data := conn.recv(4096):
                 received.append(data)
 
@@ -364,7 +527,9 @@ def test_a_silent_client_is_dropped_after_the_idle_timeout(reset_hook, worker_on
 def test_a_second_signal_during_a_session_is_ignored(reset_hook, worker_one, caplog):
     base = free_base_port()
     fake = FakeWorker()
-    pdbhook.gunicorn_post_worker_init(fake, pdbhook.PdbSettings(base_port=base, timeout=5))
+    pdbhook.gunicorn_post_worker_init(
+        fake, pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=5)
+    )
     seen = []
     client = threading.Thread(
         target=pdb_client,
@@ -382,7 +547,9 @@ def test_a_rotation_marker_reopens_logs_without_a_session(tmp_path, reset_hook, 
     caplog.set_level(logging.INFO, logger="wsgiprobe.pdb")
     base = free_base_port()
     fake = FakeWorker()
-    pdbhook.gunicorn_post_worker_init(fake, pdbhook.PdbSettings(base_port=base, timeout=5))
+    pdbhook.gunicorn_post_worker_init(
+        fake, pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=5)
+    )
     path = tmp_path / "marker.json"
     pdbhook._rotation_marker = str(path)
     workers.write_json_atomic(
@@ -446,7 +613,7 @@ def test_a_busy_port_is_logged_and_the_code_goes_on(reset_hook, worker_one, capl
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         base = taken.getsockname()[1] - 1
-        pdbhook.install(pdbhook.PdbSettings(base_port=base, timeout=5))
+        pdbhook.install(pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=5))
         os.kill(os.getpid(), signal.SIGUSR1)
         for _ in range(3):
             pass
@@ -470,7 +637,7 @@ def test_a_worker_hung_in_a_blocking_read_reaches_pdb(reset_hook, worker_one):
     signal.signal(signal.SIGUSR1, lambda sig, frame: None)
     signal.siginterrupt(signal.SIGUSR1, False)
     base = free_base_port()
-    pdbhook.install(pdbhook.PdbSettings(base_port=base, timeout=5))
+    pdbhook.install(pdbhook.PdbSettings(secret=SECRET, base_port=base, timeout=5))
     hung, feeder = socket.socketpair()
     seen = []
 

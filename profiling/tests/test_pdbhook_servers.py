@@ -19,6 +19,7 @@ import pytest
 BIN = Path(sys.executable).parent
 VENV = BIN.parent
 TIMEOUT = 2  # WSGIPROBE_PDB_TIMEOUT for the servers: short, for the no-client case
+SECRET = "the-servers-pdb-secret-42"
 
 APP = """
 import json, logging, os, time
@@ -182,11 +183,15 @@ def listening(port):
     return found
 
 
-def attach(*args, script, timeout=40):
+def attach(*args, script, timeout=40, secret=SECRET):
+    """python -m wsgiprobe.pdb_attach, with the secret in its environment as pdb-attach has."""
     command = [sys.executable, "-m", "wsgiprobe.pdb_attach", *map(str, args), "--script", "-"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSGIPROBE_")}
+    env["WSGIPROBE_PDB_SECRET"] = secret
     return subprocess.run(
-        command, input=script, capture_output=True, text=True, timeout=timeout, check=False
-    )
+        command, input=script, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+    )  # fmt: skip
 
 
 class Server:
@@ -240,6 +245,7 @@ def start_server(kind, tmp):
         WSGIPROBE_PDB="1",
         WSGIPROBE_PDB_BASE_PORT=str(base),
         WSGIPROBE_PDB_TIMEOUT=str(TIMEOUT),
+        WSGIPROBE_PDB_SECRET=SECRET,
         WSGIPROBE_PDB_DIR=str(tmp / "pdb"),
         PDBTEST_STATE=str(tmp / "state"),
         PYTHONUNBUFFERED="1",
@@ -350,6 +356,26 @@ def test_gunicorn_attach_to_a_busy_worker(gunicorn):
     # The worker serves again, the same process.
     assert pid in pids_answering(gunicorn, {pid})
     assert listening(gunicorn.base_port + worker) == []
+
+
+@requires_gunicorn
+def test_gunicorn_a_wrong_secret_is_refused_and_the_right_one_attaches(gunicorn):
+    request, pid, worker = gunicorn.busy("/slow/secret?seconds=3")
+    where = ["--worker", worker, "--gunicorn-record", gunicorn_record(gunicorn),
+             "--base-port", gunicorn.base_port, "--wait", 10]  # fmt: skip
+    refused = attach(*where, script="p __import__('os').getuid()\nc\n", secret="x" * 20)
+    assert refused.returncode == 3, refused.stderr
+    assert "pdb_attach: wsgiprobe: refused (wrong secret)" in refused.stderr
+    assert "(Pdb)" not in refused.stdout and str(os.getuid()) not in refused.stdout
+    # The session still waits in that request: the right secret gets it.
+    result = attach(*where, script="p path\nc\n")
+    assert result.returncode == 0, result.stderr
+    assert "(Pdb) p path\n'/slow/secret'\n" in result.stdout
+    request.join()
+    assert request.result[0] == 200
+    log = gunicorn.log()
+    assert f"pdb: worker {worker} pid {pid}: client 127.0.0.1:" in log
+    assert "refused (wrong secret)" in log and "x" * 20 not in log
 
 
 @requires_gunicorn

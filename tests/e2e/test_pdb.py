@@ -1,7 +1,8 @@
 """Remote pdb on the VM, under each app server: SIGUSR1 opens a debugger in exactly the signalled
 worker, stopped in the request it was serving; no client, and the worker goes on after
-pdb_timeout; the port is on loopback only; the gunicorn master's log-rotation USR1 opens none;
-`make pdb` drives a session through a terminal."""
+pdb_timeout; the port is on loopback only; another local user without the secret is refused
+and the operator still gets in; the gunicorn master's log-rotation USR1 opens none; `make pdb`
+drives a session through a terminal."""
 
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from terminal import make_pdb
 
 BASE_PORT = 4440  # the pdb role's pdb_base_port
 LOG = "/var/log/supervisor/sample_app.log"
+ENV_FILE = "/etc/sample_app/app.env"
 RECORDS = "/run/sample_app-private/pdb"
 SLOW = "/debug/slow"
 # Runs on the VM: what `telnet 127.0.0.1 PORT` does by hand. Connects as soon as the port
-# opens, sends each command after a prompt, then prints the whole session.
+# opens, sends its first line (the secret), each command after a prompt, then prints the whole
+# session.
 CLIENT = r"""
 import json, socket, sys, time
-port, commands = json.loads(sys.stdin.read())
+port, first, commands = json.loads(sys.stdin.read())
 deadline = time.monotonic() + 20
 while True:
     try:
@@ -36,6 +39,7 @@ while True:
         if time.monotonic() > deadline:
             sys.exit("the pdb port never opened")
         time.sleep(0.05)
+sock.sendall(first.encode() + b"\n")
 out = b""
 def prompt():
     global out
@@ -124,8 +128,18 @@ def serves_again(stack: Stack, pid: int) -> None:
     assert pid in answered, f"worker pid {pid} served none of {sorted(answered)}"
 
 
-def remote_session(stack: Stack, port: int, commands: list[str]) -> str:
-    return stack.ssh(f"python3 -c {shlex.quote(CLIENT)}", stdin=json.dumps([port, commands])).stdout
+def pdb_secret(stack: Stack) -> str:
+    """Where the operator reads it by hand (root only)."""
+    return stack.ssh(f"sed -n 's/^WSGIPROBE_PDB_SECRET=//p' {ENV_FILE}").stdout.strip()
+
+
+def remote_session(
+    stack: Stack, port: int, commands: list[str], first: str | None = None, user: str = "root"
+) -> str:
+    """The session CLIENT sees as `user` on the VM; its first line is the secret unless given."""
+    line = pdb_secret(stack) if first is None else first
+    command = f"runuser -u {user} -- python3 -c {shlex.quote(CLIENT)}"
+    return stack.ssh(command, stdin=json.dumps([port, line, commands])).stdout
 
 
 @pytest.mark.every_release
@@ -197,6 +211,45 @@ def test_the_pdb_port_listens_on_loopback_only(deployed: Stack):
     # Still listening: the refused attempt was not taken for a client. Let the worker go on.
     assert "wsgiprobe: pdb in worker 1" in remote_session(deployed, port, ["c"])
     assert slow.results()[pid]["path"] == SLOW
+
+
+def test_another_local_user_is_refused_and_the_operator_still_gets_in(deployed: Stack):
+    """Any local user can reach the loopback port; without the secret it gets no pdb command
+    run, cannot read the secret or use pdb-attach, and does not take the operator's session."""
+    worker = 2
+    pid = worker_pids(deployed)[worker]
+    port = BASE_PORT + worker
+    intruder = "pdbintruder"
+    uid_of = "p __import__('os').getuid()"
+    app_uid = deployed.ssh("id -u sample_app").stdout.strip()
+    deployed.ssh(f"useradd --no-create-home --shell /bin/sh {intruder}")
+    try:
+        # The secret's file and the attach command (which reads it) are closed to that user.
+        assert deployed.ssh(f"runuser -u {intruder} -- cat {ENV_FILE}", check=False).returncode
+        attach = deployed.ssh(
+            f"runuser -u {intruder} -- /srv/sample_app/bin/pdb-attach --worker {worker}",
+            check=False,
+        )
+        assert attach.returncode != 0 and "Permission denied" in attach.stderr, attach
+        offset = log_size(deployed)
+        slow = SlowRequests(deployed, 12)
+        deployed.ssh(f"kill -USR1 {pid}")
+        # A pdb command in place of the secret, and a wrong secret followed by one.
+        for first in (uid_of, "not-the-secret-0123456789"):
+            refused = remote_session(deployed, port, [uid_of, "c"], first=first, user=intruder)
+            assert refused == "wsgiprobe: refused (wrong secret)\n", refused
+        # The operator, by hand with the secret, gets the session in that very request.
+        session = remote_session(deployed, port, [uid_of, "p path", "c"])
+        assert f"pdb in worker {worker} pid {pid}" in session, session
+        assert f"(Pdb) {uid_of}\n{app_uid}\n" in session and "'/debug/slow'" in session, session
+        assert slow.results()[pid]["path"] == SLOW
+        log = log_since(deployed, offset)
+        assert log.count(f"pdb: worker {worker} pid {pid}: client 127.0.0.1:") == 3, log
+        assert log.count("refused (wrong secret)") == 2, log
+        assert "not-the-secret" not in log and pdb_secret(deployed) not in log
+    finally:
+        deployed.ssh(f"userdel {intruder}")
+    serves_again(deployed, pid)
 
 
 def test_a_sigusr1_to_the_master_opens_no_session_and_the_service_answers(deployed: Stack):
@@ -285,7 +338,7 @@ def test_with_pdb_off_nothing_of_it_is_installed(stack: Stack):
             f"pdb-off-{server}", **{**DEPLOY_VARS, "app_server": server, "pdb_enabled": False}
         )
         assert off.rc == 0, off.tail()
-        assert "WSGIPROBE_PDB" not in stack.ssh("cat /etc/sample_app/app.env").stdout
+        assert "WSGIPROBE_PDB" not in stack.ssh(f"cat {ENV_FILE}").stdout
         for path in (
             RECORDS,
             "/srv/sample_app/bin/pdb-attach",

@@ -11,11 +11,14 @@ Runs on the app host (as root or the app's user), e.g. ``ssh -t app sudo /srv/ap
    request) or blocked outside Python: with ``--poke URL`` it sends a few requests at a time to
    URL until the port opens. While waiting it re-sends SIGUSR1 every few seconds, because a uWSGI
    worker that has not served a request yet still has uWSGI's own handler;
-4. bridges the terminal to the session (line mode), or with ``--script`` sends the commands of a
+4. sends ``WSGIPROBE_PDB_SECRET`` (from this process's environment: the deploy's attach command
+   reads the app's env file) as the first line, which the worker requires before it answers;
+5. bridges the terminal to the session (line mode), or with ``--script`` sends the commands of a
    file (or ``-``: stdin) one per prompt and prints the transcript.
 
 Exit codes: 0 session done, 1 the port never opened within --wait, 2 usage or discovery error,
-3 the session broke off (--script: no prompt within --prompt-timeout).
+3 the session broke off (the worker refused the secret; --script: no prompt within
+--prompt-timeout).
 """
 
 from __future__ import annotations
@@ -241,6 +244,28 @@ def wait_for_session(
 # -- the session ---------------------------------------------------------------------------------
 
 
+def authenticate(sock: socket.socket, secret: str, timeout: float) -> bytes | None:
+    """Send the secret line; what the worker answers up to its first line break (pdb's banner,
+    maybe more), or None if it refused."""
+    sock.settimeout(timeout)
+    first = b""
+    try:
+        sock.sendall(secret.encode("ascii") + b"\n")
+        while b"\n" not in first and len(first) < 65536:
+            data = sock.recv(4096)
+            if not data:
+                break
+            first += data
+    except OSError as error:
+        print(f"pdb_attach: the session broke off: {error}", file=sys.stderr)
+        return None
+    if not first or first.startswith(pdbhook.REFUSED.encode()):
+        reason = first.decode("utf-8", "replace").strip() or "the worker closed the connection"
+        print(f"pdb_attach: {reason}", file=sys.stderr)
+        return None
+    return first
+
+
 def bridge(sock: socket.socket, stdin_fd: int, out: Any) -> int:
     """A small line-mode telnet: stdin -> socket, socket -> stdout, until the socket closes."""
     sock.settimeout(None)
@@ -275,10 +300,17 @@ def bridge(sock: socket.socket, stdin_fd: int, out: Any) -> int:
         sock.close()
 
 
-def run_script(sock: socket.socket, commands: Sequence[str], out: Any, timeout: float) -> int:
-    """Send each command after a "(Pdb) " prompt; write everything, commands echoed, to out."""
+def run_script(
+    sock: socket.socket, commands: Sequence[str], out: Any, timeout: float, received: bytes = b""
+) -> int:
+    """Send each command after a "(Pdb) " prompt; write everything, commands echoed, to out.
+
+    ``received``: what the session sent already (read by authenticate), written first.
+    """
     sock.settimeout(timeout)
-    buffer = b""
+    out.write(received)
+    out.flush()
+    buffer = received[-64:]
 
     def until_prompt() -> bool | None:
         # True at a prompt, False when the session closed, None on timeout.
@@ -375,11 +407,11 @@ def build_parser(defaults: pdbhook.PdbSettings) -> argparse.ArgumentParser:
 
 def _defaults() -> pdbhook.PdbSettings:
     # The app's own WSGIPROBE_PDB_HOST/BASE_PORT, when this shell has them.
-    env = dict(os.environ, WSGIPROBE_PDB="1")
     try:
-        return pdbhook.settings_from_environment(env) or pdbhook.PdbSettings()
+        host, base_port = pdbhook.address_from_environment(os.environ)
     except ValueError:
         return pdbhook.PdbSettings()
+    return pdbhook.PdbSettings(host=host, base_port=base_port)
 
 
 def find_pid(args: argparse.Namespace) -> int:
@@ -418,6 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = script_commands(text)
 
     try:
+        secret = pdbhook.secret_from_environment(os.environ)
+    except ValueError as error:
+        print(f"pdb_attach: {error} (the deploy's pdb-attach reads it from the app's env file)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    try:
         pid = find_pid(args)
     except DiscoveryError as error:
         print(f"pdb_attach: {error}", file=sys.stderr)
@@ -442,9 +480,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_NO_PORT
+    banner = authenticate(sock, secret, args.prompt_timeout)
+    if banner is None:
+        sock.close()
+        return EXIT_SESSION
     out = sys.stdout.buffer
     if commands is not None:
-        return run_script(sock, commands, out, args.prompt_timeout)
+        return run_script(sock, commands, out, args.prompt_timeout, banner)
+    out.write(banner)
+    out.flush()
     return bridge(sock, sys.stdin.fileno(), out)
 
 

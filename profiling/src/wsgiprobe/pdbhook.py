@@ -50,8 +50,16 @@ long as the interrupted request's debugging, not across requests. Only the main 
 stopped (Python runs signal handlers there): in a threaded worker (gthread, uWSGI threads) the
 session opens in the main thread; ``sys._current_frames()`` shows the others.
 
-The debugger listens on one port per worker and has no authentication: keep the host on
-loopback (the default) and reach it over ``ssh``.
+Authentication. Any local user can connect to a loopback port, and the debugger runs code as
+the app user, so a client's first line must be ``WSGIPROBE_PDB_SECRET`` (the deploy generates
+one per host and writes it into the app's env file, readable by root and the app group only).
+A wrong or missing secret, one longer than a line may be, or none within ``AUTH_TIMEOUT``
+seconds is answered with a refusal and the connection closed before any pdb command is read;
+the worker keeps listening for the right client until ``WSGIPROBE_PDB_TIMEOUT``. Clients are
+read side by side (up to ``_MAX_PENDING`` at once, the oldest dropped first), so a silent one
+cannot hold the port while the operator's waits. ``pdb_attach`` sends the secret from its own
+environment; by hand (``telnet``), paste it as the first line. Still, keep the host on loopback
+(the default) and reach it over ``ssh``: the secret travels in clear text.
 """
 
 from __future__ import annotations
@@ -59,11 +67,13 @@ from __future__ import annotations
 import atexit
 import bdb
 import contextlib
+import hmac
 import ipaddress
 import json
 import logging
 import os
 import pdb
+import selectors
 import shutil
 import signal
 import socket
@@ -72,7 +82,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -96,6 +106,7 @@ ENV_BASE_PORT = "WSGIPROBE_PDB_BASE_PORT"
 ENV_TIMEOUT = "WSGIPROBE_PDB_TIMEOUT"
 ENV_DIR = "WSGIPROBE_PDB_DIR"
 ENV_IDLE_TIMEOUT = "WSGIPROBE_PDB_IDLE_TIMEOUT"
+ENV_SECRET = "WSGIPROBE_PDB_SECRET"
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BASE_PORT = 4440
@@ -104,6 +115,15 @@ DEFAULT_IDLE_TIMEOUT = 600.0
 
 # A marker younger than this means "log rotation" even if this worker consumed its seq already.
 ROTATION_GRACE = 1.0
+# A refused client's one line starts with this (pdb_attach tells it from pdb's banner).
+REFUSED = "wsgiprobe: refused"
+# The secret: long enough not to be guessed through a loopback port, one line of plain ASCII.
+MIN_SECRET_LENGTH = 16
+# Seconds a client has to send the secret line; a line longer than this many bytes is refused.
+AUTH_TIMEOUT = 5.0
+_MAX_SECRET_LINE = 256
+# Clients read at once while the worker waits for the right one; the oldest goes first.
+_MAX_PENDING = 8
 # Socket waits are sliced so a gunicorn worker can heartbeat while it waits for its client.
 _SLICE = 1.0
 
@@ -115,6 +135,8 @@ class PdbSettings:
     timeout: float = DEFAULT_TIMEOUT  # seconds to wait for a client
     dir: str | None = None  # session records and the log-rotation marker
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # a connected client silent this long is dropped
+    # A client's first line must be this. Empty (only when built in code): every client refused.
+    secret: str = field(default="", repr=False)
 
     def port_for(self, index: int | None) -> int:
         """Worker N listens on base + N; outside a known worker (a dev server), on base."""
@@ -130,6 +152,20 @@ def settings_from_environment(environ: Mapping[str, str] | None = None) -> PdbSe
     env = os.environ if environ is None else environ
     if env.get(ENV_ENABLED, "").strip().lower() not in ("1", "true"):
         return None
+    host, base_port = address_from_environment(env)
+    directory = env.get(ENV_DIR, "").strip() or None
+    return PdbSettings(
+        host=host,
+        base_port=base_port,
+        timeout=_seconds_from(env, ENV_TIMEOUT, DEFAULT_TIMEOUT),
+        dir=directory,
+        idle_timeout=_seconds_from(env, ENV_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT),
+        secret=secret_from_environment(env),
+    )
+
+
+def address_from_environment(env: Mapping[str, str]) -> tuple[str, int]:
+    """``WSGIPROBE_PDB_HOST`` and ``WSGIPROBE_PDB_BASE_PORT``, or their defaults; checked."""
     host = env.get(ENV_HOST, "").strip() or DEFAULT_HOST
     try:
         ipaddress.ip_address(host)
@@ -138,14 +174,26 @@ def settings_from_environment(environ: Mapping[str, str] | None = None) -> PdbSe
     base_port = env_int(env, ENV_BASE_PORT, DEFAULT_BASE_PORT)
     if not 1 <= base_port <= 65534:
         raise ValueError(f"{ENV_BASE_PORT}={base_port}: expected a port in 1..65534")
-    directory = env.get(ENV_DIR, "").strip() or None
-    return PdbSettings(
-        host=host,
-        base_port=base_port,
-        timeout=_seconds_from(env, ENV_TIMEOUT, DEFAULT_TIMEOUT),
-        dir=directory,
-        idle_timeout=_seconds_from(env, ENV_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT),
-    )
+    return host, base_port
+
+
+def secret_from_environment(env: Mapping[str, str]) -> str:
+    """``WSGIPROBE_PDB_SECRET``, checked; ValueError (never quoting the value) if unfit."""
+    secret = env.get(ENV_SECRET, "").strip()
+    if not secret:
+        raise ValueError(f"{ENV_SECRET} is not set: the debugger answers only a client sending it")
+    if len(secret) < MIN_SECRET_LENGTH or not (secret.isascii() and secret.isprintable()):
+        raise ValueError(
+            f"{ENV_SECRET}: expected at least {MIN_SECRET_LENGTH} printable ASCII characters"
+        )
+    if any(char.isspace() for char in secret):
+        raise ValueError(f"{ENV_SECRET}: expected no spaces (it is sent as one line)")
+    return secret
+
+
+def secret_matches(line: bytes, secret: str) -> bool:
+    """Whether a client's first line (without its newline) is the secret; in constant time."""
+    return bool(secret) and hmac.compare_digest(line.rstrip(b"\r"), secret.encode("ascii"))
 
 
 def _seconds_from(env: Mapping[str, str], name: str, default: float) -> float:
@@ -428,14 +476,16 @@ def _open_session(state: _ProcessState, frame: FrameType) -> None:
     session = _Session(state, index, settings.port_for(index))
     state.active = True
     try:
-        conn = session.wait_for_client()
+        client = session.wait_for_client()
     except BaseException:
         session.close("interrupted")
         raise
-    if conn is None:
+    if client is None:
         session.close(session.failure or f"no client within {settings.timeout:g}s")
         return
-    debugger = _RemotePdb(_SocketIO(conn, settings.idle_timeout, state.heartbeat), session.close)
+    conn, typed_ahead = client
+    io = _SocketIO(conn, settings.idle_timeout, state.heartbeat, typed_ahead)
+    debugger = _RemotePdb(io, session.close)
     debugger.begin(frame)
     # As in _on_usr1: nothing after begin().
 
@@ -455,7 +505,8 @@ class _Session:
         self.failure: str | None = None
         self.since = time.time()
 
-    def wait_for_client(self) -> socket.socket | None:
+    def wait_for_client(self) -> tuple[socket.socket, bytes] | None:
+        """The first client whose first line is the secret, and what it sent after that line."""
         settings = self.state.settings
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -463,7 +514,8 @@ class _Session:
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((self.host, self.port))
-            listener.listen(1)
+            listener.listen(_MAX_PENDING)
+            listener.setblocking(False)
         except OSError as error:
             self.failure = f"cannot listen on {self.host}:{self.port}: {error}"
             return None
@@ -472,26 +524,105 @@ class _Session:
             "pdb: worker %s pid %d: SIGUSR1, pdb listening on %s:%d, waiting %gs for a client",
             self.index, self.state.pid, self.host, self.port, settings.timeout,
         )  # fmt: skip
-        deadline = time.monotonic() + settings.timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            listener.settimeout(min(left, _SLICE))
-            try:
-                conn, peer = listener.accept()
-            except TimeoutError:
-                self._heartbeat()
-                continue
-            break
+        if not settings.secret:
+            LOG.warning("pdb: no secret set: every client will be refused")
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ)
+            authenticated = self._authenticate(selector, time.monotonic() + settings.timeout)
+        if authenticated is None:
+            return None
+        conn, peer, typed_ahead = authenticated
         # One client only: later connections are refused rather than queued behind this one.
         listener.close()
         self.listener = None
+        conn.setblocking(True)
         self.conn = conn
         self._write_record("attached")
         LOG.warning("pdb: worker %s pid %d: client %s attached", self.index, self.state.pid,
                     _format_peer(peer))  # fmt: skip
-        return conn
+        return conn, typed_ahead
+
+    def _authenticate(
+        self, selector: selectors.BaseSelector, deadline: float
+    ) -> tuple[socket.socket, Any, bytes] | None:
+        """Read every client's first line side by side until one is the secret or time is up.
+
+        Nothing a client sends reaches pdb before its secret line checks out; a refused client
+        gets one line saying so, and the worker goes on waiting for the next.
+        """
+        pending: dict[socket.socket, _Pending] = {}  # in order of arrival
+        last_beat = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return None
+                for conn in [c for c, p in pending.items() if now >= p.deadline]:
+                    self._refuse(selector, pending, conn, f"no secret within {AUTH_TIMEOUT:g}s")
+                if now - last_beat >= _SLICE:
+                    last_beat = now
+                    self._heartbeat()
+                wake = min([deadline, last_beat + _SLICE, *(p.deadline for p in pending.values())])
+                for key, _ in selector.select(max(wake - now, 0.0)):
+                    if key.data is None:
+                        self._accept(selector, pending, key.fileobj)  # type: ignore[arg-type]
+                        continue
+                    conn = key.fileobj
+                    assert isinstance(conn, socket.socket)
+                    client = pending[conn]
+                    try:
+                        data = conn.recv(_MAX_SECRET_LINE + 1 - len(client.buffer))
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    client.buffer += data
+                    line, newline, rest = client.buffer.partition(b"\n")
+                    if newline and secret_matches(line, self.state.settings.secret):
+                        selector.unregister(conn)
+                        del pending[conn]
+                        return conn, client.peer, rest
+                    if newline:
+                        self._refuse(selector, pending, conn, "wrong secret")
+                    elif not data:
+                        self._refuse(selector, pending, conn, "closed before the secret")
+                    elif len(client.buffer) > _MAX_SECRET_LINE:
+                        self._refuse(selector, pending, conn, "first line too long")
+        finally:
+            for conn in list(pending):
+                self._refuse(selector, pending, conn, "no longer waiting for a client")
+
+    def _accept(
+        self,
+        selector: selectors.BaseSelector,
+        pending: dict[socket.socket, _Pending],
+        listener: socket.socket,
+    ) -> None:
+        try:
+            conn, peer = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        conn.setblocking(False)
+        if len(pending) >= _MAX_PENDING:
+            oldest = next(iter(pending))
+            self._refuse(selector, pending, oldest, "too many clients at once")
+        pending[conn] = _Pending(peer, time.monotonic() + AUTH_TIMEOUT)
+        selector.register(conn, selectors.EVENT_READ, "client")
+
+    def _refuse(
+        self,
+        selector: selectors.BaseSelector,
+        pending: dict[socket.socket, _Pending],
+        conn: socket.socket,
+        reason: str,
+    ) -> None:
+        client = pending.pop(conn)
+        selector.unregister(conn)
+        with contextlib.suppress(OSError):
+            conn.send(f"{REFUSED} ({reason})\n".encode(), socket.MSG_NOSIGNAL)
+        conn.close()
+        LOG.warning("pdb: worker %s pid %d: client %s refused (%s)", self.index,
+                    self.state.pid, _format_peer(client.peer), reason)  # fmt: skip
 
     def _heartbeat(self) -> None:
         if self.state.heartbeat is not None:
@@ -535,6 +666,15 @@ class _Session:
                     self.index, self.state.pid, self.host, self.port, reason)  # fmt: skip
 
 
+@dataclass
+class _Pending:
+    """A client that has not sent its secret line yet."""
+
+    peer: Any
+    deadline: float  # time.monotonic() by which its secret line must have come
+    buffer: bytes = b""
+
+
 def _format_peer(peer: Any) -> str:
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
 
@@ -554,11 +694,12 @@ class _SocketIO:
         conn: socket.socket,
         idle_timeout: float,
         heartbeat: Callable[[], object] | None,
+        typed_ahead: bytes = b"",
     ) -> None:
         self.conn = conn
         self.idle_timeout = idle_timeout
         self.heartbeat = heartbeat
-        self.buffer = b""
+        self.buffer = typed_ahead  # what the client sent right after its secret line
         self.broken = False
         self.end_reason = "client closed the connection"
 
