@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+import uuid
 
 import pytest
 
@@ -11,6 +13,11 @@ from conftest import DEPLOY_VARS, WORKERS
 from stack import ROOT, Stack
 
 OTHER = {"uwsgi": "gunicorn", "gunicorn": "uwsgi"}
+ACCESS_LOG = "/var/log/nginx/sample_app.access.log"
+PROGRAM_LOG = "/var/log/supervisor/sample_app.log"
+DAEMON_LOG = "/var/log/supervisor/supervisord.log"
+# Logs hold clients' addresses and paths: readable by these groups, not by others.
+LOG_GROUPS = {"adm", "sample_app"}
 
 
 @pytest.mark.every_release
@@ -54,6 +61,44 @@ def test_second_deploy_changes_nothing(deployed: Stack):
     assert result.changed == 0, result.tail()
 
 
+@pytest.mark.every_release
+def test_no_log_the_stack_writes_is_readable_by_others(deployed: Stack):
+    store = deployed.store_service().removesuffix("-server")
+    files = _log_files(deployed, "/var/log/nginx", "/var/log/supervisor", f"/var/log/{store}")
+    written = {ACCESS_LOG, "/var/log/nginx/error.log", PROGRAM_LOG, DAEMON_LOG}
+    assert written | {f"/var/log/{store}/{store}-server.log"} <= files.keys(), files
+    _assert_private(files)
+
+
+def test_the_access_log_logrotate_creates_is_private_and_written(deployed: Stack):
+    deployed.ssh("logrotate -f /etc/logrotate.d/nginx")
+    # nginx reopens its logs on the USR1 of logrotate's postrotate, in its own time.
+    marker = uuid.uuid4().hex
+    deadline = time.monotonic() + 10
+    while deployed.ssh(f"grep -c {marker} {ACCESS_LOG}", check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"nginx does not log to the new {ACCESS_LOG}"
+        assert deployed.get(f"/?{marker}").status == 200
+        time.sleep(0.5)
+    _assert_private(_log_files(deployed, ACCESS_LOG))
+
+
+def test_the_logs_supervisord_creates_again_are_private(deployed: Stack):
+    """supervisord opens a new file when it rotates a log by size, as when it reopens its logs
+    (SIGUSR2): that file is as private as the first."""
+    logs = (PROGRAM_LOG, DAEMON_LOG)
+    deployed.ssh(" && ".join(f"mv {log} {log}.moved" for log in logs))
+    try:
+        deployed.ssh("kill -USR2 $(cat /run/supervisord.pid)")
+        exist = " && ".join(f"test -f {log}" for log in logs)
+        deadline = time.monotonic() + 10
+        while deployed.ssh(exist, check=False).returncode != 0:
+            assert time.monotonic() < deadline, "supervisord did not create its logs again"
+            time.sleep(0.5)
+        _assert_private(_log_files(deployed, *logs))
+    finally:
+        deployed.ssh("rm -f " + " ".join(f"{log}.moved" for log in logs))
+
+
 def test_app_serves_again_after_supervisor_restarts(deployed: Stack):
     deployed.ssh("systemctl restart supervisor")
     deployed.wait_until_serving("/")
@@ -68,6 +113,25 @@ def test_stopping_the_program_stops_all_its_processes(deployed: Stack):
     finally:
         deployed.ssh("supervisorctl start sample_app")
     deployed.wait_until_serving("/")
+
+
+def _log_files(stack: Stack, *paths: str) -> dict[str, tuple[str, str]]:
+    """The files at or under `paths` on the VM: (octal mode, group) by path."""
+    out = stack.ssh(f"find {' '.join(paths)} -type f -printf '%m %g %p\\n'").stdout
+    return {
+        path: (mode, group)
+        for mode, group, path in (line.split(" ", 2) for line in out.splitlines())
+    }
+
+
+def _assert_private(files: dict[str, tuple[str, str]]) -> None:
+    assert files
+    loose = {
+        path: (mode, group)
+        for path, (mode, group) in files.items()
+        if int(mode, 8) & 0o007 or group not in LOG_GROUPS
+    }
+    assert not loose, f"readable by others, or not a log group's: {loose}"
 
 
 def _workers(stack: Stack) -> int:
