@@ -84,10 +84,31 @@ def test_max_seconds_cannot_lengthen_the_stream(make_app):
     assert time.monotonic() - start < 0.8
 
 
-@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-1", ""])
-def test_odd_max_seconds_is_not_an_error(make_app, value):
+@pytest.mark.parametrize(
+    "query",
+    ["null", "nan", "inf", "-inf", "Infinity", "-1", "-0.5", "abc", "", "1_0", " 1", "0x1", "1,5"],
+)
+def test_a_bad_max_seconds_is_a_json_400_and_opens_no_stream(client, query):
+    response = client.get("/events", query_string={"max_seconds": query})
+    assert response.status_code == 400
+    assert response.get_json() == {
+        "error": "invalid_parameter",
+        "message": "max_seconds must be a number >= 0, given once.",
+    }
+    assert events.open_streams() == 0
+
+
+def test_max_seconds_given_twice_is_a_400(client):
+    response = client.get("/events?max_seconds=0&max_seconds=0")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_parameter"
+
+
+@pytest.mark.parametrize("value", ["0", "-0", "0.05", "5e-2", "1E+2", "1e999"])
+def test_any_number_at_least_0_is_accepted(make_app, value):
+    # Values beyond EVENTS_MAX_SECONDS (1e999 overflows to infinity) are cut to it.
     client = make_app(EVENTS_INTERVAL=0.05, EVENTS_MAX_SECONDS=0.05).test_client()
-    response = client.get(f"/events?max_seconds={value}", buffered=False)
+    response = client.get("/events", query_string={"max_seconds": value}, buffered=False)
     assert response.status_code == 200
     assert "event: stats" in response.get_data(as_text=True)
     response.close()

@@ -1,10 +1,19 @@
-"""The OpenAPI document and the app describe the same routes."""
+"""The OpenAPI document and the app describe the same routes, and the app keeps to it."""
 
 import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
+from werkzeug.serving import make_server
 
 from sample_app import create_app
+
+# The settings of every schemathesis run against the app, here and on the test VM.
+SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 IMPLICIT = {"HEAD", "OPTIONS"}  # Flask adds them to every rule
 
@@ -36,8 +45,8 @@ def document(app):
     return response.get_json()
 
 
-def test_it_is_openapi_3_1(document):
-    assert document["openapi"].startswith("3.1")
+def test_it_is_openapi_3_2(document):
+    assert document["openapi"].startswith("3.2")
     assert document["info"]["title"] and document["info"]["version"]
 
 
@@ -81,3 +90,32 @@ def test_references_resolve(document):
     text = str(document)
     for name in re.findall(r"#/components/schemas/(\w+)", text):
         assert name in document["components"]["schemas"]
+
+
+def test_a_bad_max_seconds_is_documented(document):
+    events = document["paths"]["/events"]["get"]
+    assert {"200", "400", "503"} <= set(events["responses"])
+    assert "max_seconds" in events["responses"]["400"]["description"]
+    assert "itemSchema" in events["responses"]["200"]["content"]["text/event-stream"]
+
+
+def test_the_app_keeps_to_its_document_by_every_schemathesis_check(app):
+    # Deterministic (schemathesis.toml): a failure here fails the same way on the next run.
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        run = subprocess.run(
+            [
+                *(str(SCHEMATHESIS), "--config-file", str(SCHEMATHESIS_CONFIG), "run"),
+                *(f"http://127.0.0.1:{server.server_port}/openapi.json", "--no-color"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+        thread.join()
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "✅ Stateful" in run.stdout, run.stdout[-6000:]  # the links were followed

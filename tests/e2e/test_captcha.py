@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +130,23 @@ def test_create_is_rate_limited_per_client(deployed: Stack):
     # Leave the window as found, for the tests that follow.
     time.sleep(retry_after)
     assert deployed.post_json("/api/captchas", {}).status == 201
+
+
+def test_the_service_keeps_to_its_openapi_document(deployed: Stack):
+    # Every schemathesis check, through nginx, with the unit test's settings (bounded, and the
+    # /events streams read to their first event). nginx's own errors are not in the app's
+    # document: schemathesis' small, one-at-a-time requests stay within nginx's limits.
+    run = subprocess.run(
+        [
+            *(str(Path(sys.executable).with_name("schemathesis")), "--config-file"),
+            *(str(ROOT / "sample_app/tests/schemathesis.toml"), "run", "--no-color"),
+            f"http://{deployed.address}/openapi.json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+    assert "✅ Stateful" in run.stdout, run.stdout[-8000:]  # the links were followed
+    # It met the rate limits (documented 429s): leave the windows as found for the next tests.
+    time.sleep(RATE_WINDOW)

@@ -7,13 +7,13 @@ would hold a sync worker (uWSGI, gunicorn sync) for as long as the browser tab s
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
+from .payloads import non_negative_number_arg
 from .state import current
 from .store import Store, StoreUnavailable
 
@@ -58,11 +58,11 @@ def _stream(store: Store, first: dict[str, int], interval: float, seconds: float
 
 @bp.get("/events")
 def events() -> Response:
+    asked = non_negative_number_arg("max_seconds")  # a bad value: 400 before anything else
     state = current()
     seconds = state.settings.events_max_seconds
-    asked = request.args.get("max_seconds", type=float)
-    if asked is not None and math.isfinite(asked):
-        seconds = min(seconds, max(asked, 0.0))  # may shorten the stream, never lengthen it
+    if asked is not None:
+        seconds = min(seconds, asked)  # may shorten the stream, never lengthen it
     first = state.store.counters()  # store down: a 503 now rather than a broken stream
     response = Response(
         _stream(state.store, first, state.settings.events_interval, seconds),

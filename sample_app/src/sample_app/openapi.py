@@ -1,10 +1,13 @@
-"""The OpenAPI 3.1 document of every route, served at /openapi.json.
+"""The OpenAPI 3.2 document of every route, served at /openapi.json.
 
-A unit test checks that it and ``app.url_map`` name the same paths and methods.
+3.2, not 3.1: it is the first to describe an event stream event by event (``itemSchema``).
+A unit test checks that it and ``app.url_map`` name the same paths and methods; schemathesis
+checks the app against it (sample_app/tests/test_openapi.py, tests/e2e/test_captcha.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint
@@ -25,7 +28,8 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def _errors(*codes: int, descriptions: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """The JSON error responses ``codes``; ``descriptions`` overrides the usual ones."""
     text = {
         400: "Invalid request body (malformed_json, unexpected_fields, missing_field, "
         "invalid_answer)",
@@ -36,7 +40,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         415: "Body that is not application/json (unsupported_media_type)",
         429: "Rate limit reached (rate_limited); see Retry-After",
         503: "Store unavailable (store_unavailable)",
-    }
+    } | dict(descriptions or {})
     responses = {str(code): _json(text[code], _ref("Error")) for code in codes}
     if 429 in codes:
         responses["429"]["headers"] = {
@@ -87,6 +91,13 @@ SCHEMAS: dict[str, Any] = {
             "answer": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": "^[ -~]+$"}
         },
     },
+    "Stats": {
+        "type": "object",
+        "required": ["issued", "verified", "rejected"],
+        "properties": {
+            name: {"type": "integer", "minimum": 0} for name in ("issued", "verified", "rejected")
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["status", "store", "version", "host"],
@@ -98,9 +109,17 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
+# The follow-ups of a created captcha. None to verify: it uses the captcha up (a removal by POST),
+# so a tester that follows links from one creation would read the image's 404 after it as a
+# created resource lost (schemathesis' ensure_resource_availability).
+CREATED_LINKS = {
+    name: {"operationId": operation, "parameters": {"captcha_id": "$response.body#/id"}}
+    for name, operation in (("image", "captchaImage"), ("oracle", "captchaOracle"))
+}
 PATHS: dict[str, Any] = {
     "/api/captchas": {
         "post": {
+            "operationId": "createCaptcha",
             "summary": "Create a captcha",
             "parameters": [ORACLE_PARAM],
             "requestBody": {
@@ -109,13 +128,14 @@ PATHS: dict[str, Any] = {
                 "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
             },
             "responses": {
-                "201": _json("Created", _ref("Captcha")),
+                "201": {**_json("Created", _ref("Captcha")), "links": CREATED_LINKS},
                 **_errors(400, 413, 415, 429, 503),
             },
         }
     },
     "/api/captchas/{captcha_id}/image.png": {
         "get": {
+            "operationId": "captchaImage",
             "summary": "The captcha image (does not consume the captcha)",
             "parameters": [ID_PARAM],
             "responses": {
@@ -126,6 +146,7 @@ PATHS: dict[str, Any] = {
     },
     "/api/captchas/{captcha_id}/verify": {
         "post": {
+            "operationId": "verifyCaptcha",
             "summary": "Check an answer; the captcha is used up, right or wrong",
             "parameters": [ID_PARAM, ORACLE_PARAM],
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("VerifyRequest")}}},
@@ -144,6 +165,7 @@ PATHS: dict[str, Any] = {
     },
     "/api/captchas/{captcha_id}/oracle": {
         "get": {
+            "operationId": "captchaOracle",
             "summary": "The answer, for load tests (off unless CAPTCHA_ORACLE_SECRET is set)",
             "parameters": [ID_PARAM, {**ORACLE_PARAM, "required": True}],
             "responses": {
@@ -157,6 +179,7 @@ PATHS: dict[str, Any] = {
     },
     "/healthz": {
         "get": {
+            "operationId": "health",
             "summary": "Liveness and store reachability",
             "responses": {
                 "200": _json("Healthy", _ref("Health")),
@@ -166,41 +189,70 @@ PATHS: dict[str, Any] = {
     },
     "/events": {
         "get": {
+            "operationId": "events",
             "summary": "Server-Sent Events: `stats` with the counters, for a bounded time",
             "parameters": [
                 {
                     "name": "max_seconds",
                     "in": "query",
                     "required": False,
-                    "description": "Shortens the stream (never beyond EVENTS_MAX_SECONDS)",
+                    "description": "Shortens the stream (never beyond EVENTS_MAX_SECONDS): a "
+                    "JSON number >= 0, given once",
                     "schema": {"type": "number", "minimum": 0},
                 }
             ],
             "responses": {
                 "200": {
-                    "description": "retry: 2000, then `event: stats` with data "
-                    '{"issued": n, "verified": n, "rejected": n} every EVENTS_INTERVAL seconds',
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "description": "`retry: 2000` (no event), then a `stats` event at once and "
+                    "every EVENTS_INTERVAL seconds until the stream ends; while the store does "
+                    "not answer, a comment line instead",
+                    "headers": {
+                        "Cache-Control": {"schema": {"const": "no-cache"}, "required": True}
+                    },
+                    "content": {
+                        "text/event-stream": {
+                            "itemSchema": {
+                                "type": "object",
+                                "required": ["event", "data"],
+                                "properties": {
+                                    "event": {"const": "stats"},
+                                    "data": {
+                                        "type": "string",
+                                        "contentMediaType": JSON,
+                                        "contentSchema": _ref("Stats"),
+                                    },
+                                },
+                            }
+                        }
+                    },
                 },
-                **_errors(503),
+                **_errors(
+                    400,
+                    503,
+                    descriptions={
+                        400: "max_seconds is not one JSON number >= 0 (invalid_parameter)"
+                    },
+                ),
             },
         }
     },
     "/openapi.json": {
         "get": {
+            "operationId": "openapi",
             "summary": "This document",
-            "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+            "responses": {"200": _json("OpenAPI 3.2", {"type": "object"})},
         }
     },
     "/": {
         "get": {
+            "operationId": "page",
             "summary": "The web page",
             "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
         }
     },
 }
 DOCUMENT: dict[str, Any] = {
-    "openapi": "3.1.0",
+    "openapi": "3.2.0",
     "info": {"title": "sample_app captcha service", "version": __version__},
     "paths": PATHS,
     "components": {"schemas": SCHEMAS},

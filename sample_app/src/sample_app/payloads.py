@@ -1,14 +1,19 @@
-"""Strict parsing of the JSON request bodies; every failure is a 4xx ApiError."""
+"""Strict parsing of request bodies and query parameters; every failure is a 4xx ApiError."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import request
 
 from .config import MAX_ANSWER_LENGTH
 from .errors import ApiError
+
+# A JSON number, as the OpenAPI document's `"type": "number"` promises: float() alone also takes
+# "nan", "inf", "1_0" and spaces.
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
 def json_object(allow_empty: bool) -> dict[str, Any]:
@@ -60,3 +65,19 @@ def answer_field() -> str:
 def _unexpected(fields: dict[str, Any]) -> ApiError:
     names = ", ".join(sorted(fields))[:200]
     return ApiError(400, "unexpected_fields", f"Unexpected fields in the body: {names}.")
+
+
+def non_negative_number_arg(name: str) -> float | None:
+    """The query parameter ``name`` as a number >= 0, given at most once; None when absent.
+
+    A literal too large for a float reads as infinity: still a number >= 0, for callers that
+    use it as an upper bound.
+    """
+    values = request.args.getlist(name)
+    if not values:
+        return None
+    if len(values) == 1 and _NUMBER.fullmatch(values[0]):
+        number = float(values[0])
+        if number >= 0:
+            return number
+    raise ApiError(400, "invalid_parameter", f"{name} must be a number >= 0, given once.")
