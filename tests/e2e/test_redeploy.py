@@ -124,16 +124,23 @@ def test_an_nginx_that_cannot_bind_is_rolled_back_and_runs(deployed: Stack):
     """nginx -t does not bind: a port another program holds passes it, then fails the restart.
     The play fails with nginx's reason, the site as it was, and nginx serving again."""
     site = deployed.ssh(f"cat {SITE}").stdout
-    deployed.ssh("systemd-run --unit=e2e-squatter python3 -m http.server 8081")
+    deployed.ssh("systemd-run --collect --unit=e2e-squatter python3 -m http.server 8081")
     try:
         result = deploy(deployed, f"{deployed.server}-port-taken", nginx_listen_port=8081)
     finally:
         deployed.ssh("systemctl stop e2e-squatter")
-    assert result.rc != 0, result.tail()
-    assert "bind() to 0.0.0.0:8081 failed (98: Address already in use)" in result.output
-    assert "The previous configuration is back in /etc/nginx and nginx runs it" in result.output
-    assert deployed.ssh(f"cat {SITE}").stdout == site
-    deployed.ssh("systemctl is-active nginx")
+    try:
+        assert result.rc != 0, result.tail()
+        assert "bind() to 0.0.0.0:8081 failed (98: Address already in use)" in result.output
+        assert "The previous configuration is back in /etc/nginx and nginx runs it" in result.output
+        assert deployed.ssh(f"cat {SITE}").stdout == site
+        deployed.ssh("systemctl is-active nginx")
+        # On the host: the firewall follows the inventory, which opened 8081 in place of 80.
+        assert deployed.loopback("GET", "/healthz").status == 200
+    finally:
+        # The inventory as it was: port 80 open again, for the tests that follow.
+        back = deploy(deployed, f"{deployed.server}-port-back")
+        assert back.rc == 0, back.tail()
     assert deployed.get("/healthz").status == 200
 
 
