@@ -112,7 +112,7 @@ deploy: venv ## Deploy the stack (ENV=local, APP_SERVER=uwsgi|gunicorn)
 	@test -d configs/$(ENV) || { echo "deploy: no configs/$(ENV) (try ENV=local, vagrant or a copy of configs/example)"; exit 2; }
 	$(PLAYBOOK) deploy.yml $(DEPLOY_VARS)
 
-demo: vm deploy ## Boot the VM, deploy, and print the URLs to open
+demo: host-packages vm deploy ## Install what the host lacks, boot the VM, deploy, print the URLs to open
 	@addr=$$($(LOCALVM) address); \
 	echo; echo "The app is up:"; \
 	echo "  page      http://$$addr/"; \
@@ -167,7 +167,7 @@ unit: venv ## Unit tests (no VM)
 e2e: venv ## End-to-end tests on VMs of their own (Debian 13 and 12, the lab, your own app), in three lanes (KEEP_VM=1 keeps them)
 	@VENV=$(VENV) tests/e2e/lanes.sh
 
-test: lint unit e2e ## Everything: lint, unit and end-to-end tests
+test: host-packages lint unit e2e ## Everything (what the host lacks first): lint, unit and end-to-end tests
 
 clean: ## Remove the virtualenv and caches (not the VMs)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
