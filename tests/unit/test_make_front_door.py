@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_first_thing_a_front_door_target_runs_is_host_packages(target):
     # make -n prints what it would run, in order, without running it.
     plan = subprocess.run(
-        ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", target],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     commands = [line for line in plan if line.strip() and not line.startswith("#")]
     assert commands[0] == "tools/host-packages", commands[:3]
