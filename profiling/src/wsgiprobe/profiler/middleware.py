@@ -136,6 +136,7 @@ class ProfilingMiddleware:
         worker, pid = context.get("worker"), context.get("pid", os.getpid())
         environ = run.environ
         status = run.status
+        safe_environ = self.scrubber.environ(environ)
         record = {
             "worker": worker,
             "server": context.get("server"),
@@ -143,14 +144,13 @@ class ProfilingMiddleware:
             "thread": threading.get_ident(),
             "method": environ.get("REQUEST_METHOD", ""),
             "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
-            "query": self.scrubber.query(environ.get("QUERY_STRING", "")),
+            "query": safe_environ["QUERY_STRING"],  # scrubbed once, for both
             "status": int(status[:3]) if status and status[:3].isdigit() else None,
             "duration_ms": round(duration_ms, 3),
             "cost_ms": round(cost_ms, 3),
             "error": run.error,
             "saved_at": time.time(),
         }
-        safe_environ = self.scrubber.environ(environ)
         safe_environ["thread_id"] = str(record["thread"])  # as Dozer records it
         data = {
             "time": datetime.now(),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from wsgiprobe.envvars import env_flag, env_float, env_int, invalid
 
-from .scrub import Scrubber, looks_like_credential
+from .scrub import Scrubber, environ_key
 
 TRIGGER_HEADER = "X-Wsgiprobe-Profile"
 TRIGGER_COOKIE = "wsgiprobe_profile"
@@ -81,13 +81,10 @@ class ProfilerSettings:
         )
 
     def ignored_keep_headers(self) -> tuple[str, ...]:
-        """Allowlisted names whose values are redacted all the same (scrubbed or credentials)."""
-        scrubbed = {name.lower() for name in (*ALWAYS_SCRUBBED, *self.scrub_headers)}
-        return tuple(
-            name
-            for name in self.keep_headers
-            if name.lower() in scrubbed or looks_like_credential(name)
-        )
+        """Allowlisted names whose values are redacted all the same (scrubbed or credentials):
+        the ones the scrubber does not keep."""
+        kept = self.scrubber().kept
+        return tuple(name for name in self.keep_headers if environ_key(name) not in kept)
 
 
 def settings_from_environment(env: Mapping[str, str]) -> ProfilerSettings | None:
