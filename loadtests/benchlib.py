@@ -25,7 +25,10 @@ REPORTS = ROOT / "loadtests" / "reports"
 SECRETS = ROOT / "configs/local/.secrets/localvm"
 # The serving release's virtualenv (the deploy's current link).
 VENV = "/srv/sample_app/current/venv"
-SERVER_PATTERN = "venv/bin/[u]wsgi |venv/bin/[g]unicorn "
+# The request workers' program (not the stream pool's, which has a -streams config file).
+SERVER_PATTERN = (
+    "venv/bin/[u]wsgi --ini [^ ]*/uwsgi.ini|venv/bin/[g]unicorn --config [^ ]*/gunicorn.conf.py"
+)
 CPUS = os.cpu_count() or 1
 # The measured server on one CPU, the load generator (and nginx) on another.
 APP_CPU, FRONT_CPU = (1, 0) if CPUS > 1 else (0, 0)

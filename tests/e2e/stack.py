@@ -301,12 +301,18 @@ class Stack:
             time.sleep(0.5)
         return status
 
-    def server_pids(self, server: str) -> list[int]:
-        """Pids of every process of that app server on the VM (master and workers)."""
+    def server_pids(self, server: str, pool: str = "app") -> list[int]:
+        """Pids of every process of that app server on the VM (master and workers), of the
+        request workers' program (pool "app") or the stream pool's ("streams"), which runs
+        with a configuration file of its own (uwsgi-streams.ini, gunicorn-streams.conf.py)."""
         # "[u]wsgi" keeps pgrep from matching the shell that runs it.
         pattern = f"venv/bin/[{server[0]}]{server[1:]} "
-        out = self.ssh(f"pgrep -f '{pattern}' || true").stdout
-        return [int(pid) for pid in out.split()]
+        out = self.ssh(f"pgrep -af '{pattern}' || true").stdout
+        return [
+            int(line.split()[0])
+            for line in out.splitlines()
+            if line.strip() and ("-streams." in line) == (pool == "streams")
+        ]
 
     def master_pid(self) -> int:
         return int(self.ssh("supervisorctl pid sample_app").stdout.strip())

@@ -161,9 +161,17 @@ def test_the_profile_count_stays_within_its_bound_under_load(deployed: Stack):
     assert len(kept & {f"n{i}" for i in range(250, 300)}) >= MAX_PROFILES // 2
 
 
-def test_a_triggered_stream_is_not_buffered(deployed: Stack):
-    arrivals, _, ended = deployed.stream_events("/events?max_seconds=3", trigger())
+def test_a_triggered_stream_goes_unbuffered_and_unprofiled_to_the_stream_pool(deployed: Stack):
+    """The profiler is the request workers': a stream is the stream pool's, never profiled
+    (the profiler's streaming wrapper has unit tests of its own)."""
+    marker = f"stream{uuid.uuid4().hex}"  # a query key: records keep keys, and the newest
+    arrivals, _, ended = deployed.stream_events(f"/events?max_seconds=3&{marker}=1", trigger())
     assert_unbuffered(arrivals, ended)
+    # A triggered request of the request workers' is profiled, marker and all.
+    assert deployed.request("GET", f"/healthz?{marker}=1", headers=trigger()).status == 200
+    queries = [r["query"] for r in records(deployed)]
+    assert any(f"{marker}=" in q for q in queries), queries
+    assert not any(q.startswith("max_seconds=") and marker in q for q in queries), queries
 
 
 def test_the_page_is_refused_outside_the_allow_list(deployed: Stack):

@@ -1,7 +1,9 @@
 """Server-Sent Events: the counters, every EVENTS_INTERVAL seconds, for a bounded time.
 
 The stream ends after EVENTS_MAX_SECONDS (EventSource reconnects by itself): an endless stream
-would hold a sync worker (uWSGI, gunicorn sync) for as long as the browser tab stays open.
+would hold its slot for as long as the browser tab stays open. Deployed, nginx passes /events
+to the stream pool (gevent workers, app_stream_paths), never to the request workers; run under
+a sync worker alone (flask run, a plain gunicorn), each stream holds that worker.
 """
 
 from __future__ import annotations
