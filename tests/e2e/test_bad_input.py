@@ -30,6 +30,12 @@ BAD_VALUES = [
         {"profiling_keep_headers": ["Host", "User Agent"]},
         "profiling_keep_headers and profiling_scrub_headers must hold header names only",
     ),
+    # An nginx location of its own for each: a path that is not one would break nginx -t.
+    ({"app_stream_paths": ["/events {"]}, "app_stream_paths start with /"),
+    (
+        {"app_streams_per_worker": 0},
+        "app_streams_per_worker must be an integer from 1 to 10000, got 0",
+    ),
     # The VM's release, unknown to the roles: as a host on another system is met.
     ({"preflight_platforms": {"Debian": ["sid"]}}, "this bundle deploys to Debian sid only"),
 ]

@@ -189,3 +189,26 @@ def test_make_rollback_takes_the_settings_its_release_ran_with(fresh: Stack):
     assert again.rc == 0, again.tail()
     assert serving_version(fresh) == "4"
     assert "guestbook.wsgi:app" in env_file(fresh)
+
+
+def test_stream_paths_get_a_stream_pool_that_goes_with_them(fresh: Stack):
+    """An app without streams has no stream pool; app_stream_paths gives it one, which serves
+    those paths while the request workers are down, and goes when they are gone."""
+    assert "guestbook-streams" not in fresh.ssh("supervisorctl status", check=False).stdout
+    result = deploy(fresh, "streams", app_stream_paths=["/hello"])
+    assert result.rc == 0, result.tail()
+    assert " RUNNING " in fresh.ssh("supervisorctl status guestbook-streams").stdout
+    fresh.ssh("supervisorctl stop guestbook")
+    try:
+        assert fresh.get("/hello").text == "Hello, World!"  # the stream pool's
+        assert fresh.get("/up").status == 502  # the request workers'
+    finally:
+        fresh.ssh("supervisorctl start guestbook")
+    result = deploy(fresh, "no-streams")
+    assert result.rc == 0, result.tail()
+    assert "guestbook-streams" not in fresh.ssh("supervisorctl status", check=False).stdout
+    assert fresh.ssh("ls /etc/supervisor/conf.d").stdout.split() == [
+        "00-console.conf",
+        "guestbook.conf",
+    ]
+    assert fresh.get("/hello").text == "Hello, World!"

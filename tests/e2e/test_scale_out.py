@@ -35,6 +35,7 @@ from stack import FIGURES, HEADER_LINES, ROOT, long_headers, many_headers, requi
 from terminal import make_pdb, make_profiler
 
 APP_PORT = 8000  # app_listen_port
+STREAM_PORT = 8001  # app_stream_listen_port
 REDIS_PORT = 6379
 FAIL_TIMEOUT = 5  # nginx_upstream_fail_timeout: how long the lb leaves a failed server out
 DOWN_SECONDS = 15  # how long app1's app server stays stopped under load
@@ -160,6 +161,17 @@ def test_the_lb_leaves_out_a_stopped_app_host_and_takes_it_back(lab_deployed: La
     assert result.requests >= 100, result.line()
 
 
+def test_streams_through_the_lb_go_to_each_app_host_s_stream_pool(lab_deployed: Lab):
+    lab = lab_deployed
+    start = access_log_size(lab)
+    for _ in range(4):
+        _, events, _ = lab.lb.stream_events("/events?max_seconds=2")
+        assert events
+    streams = [entry for entry in log_since(lab, start) if "GET /events" in entry]
+    tried = {server for servers in upstreams(streams) for server in servers}
+    assert tried == {f"{app.address}:{STREAM_PORT}" for app in lab.apps}, streams
+
+
 def test_a_captcha_made_via_app1_verifies_via_app2(lab_deployed: Lab):
     lab = lab_deployed
     oracle = {"X-Captcha-Oracle": oracle_file().read_text().strip()}
@@ -185,6 +197,10 @@ def test_the_firewall_admits_only_what_the_topology_needs(lab_deployed: Lab):
     assert connect_from(lab.lb, lab.app1.address, APP_PORT) == "open"
     assert connect_from(lab.app1, lab.lb.address, REDIS_PORT) == "open"
     assert connect_from(lab.app2, lab.app1.address, APP_PORT) == "refused"
+    for app in lab.apps:
+        assert connect(app.address, STREAM_PORT) == "refused", app.name
+        assert connect_from(lab.lb, app.address, STREAM_PORT) == "open", app.name
+    assert connect_from(lab.app2, lab.app1.address, STREAM_PORT) == "refused"
     # Redis still asks them for its password.
     ping = lab.app1.ssh(
         f"python3 -c \"import socket; s = socket.create_connection(('{lab.lb.address}', "

@@ -228,9 +228,14 @@ PATHS: dict[str, Any] = {
                 },
                 **_errors(
                     400,
+                    429,
                     503,
                     descriptions={
-                        400: "max_seconds is not one JSON number >= 0 (invalid_parameter)"
+                        400: "max_seconds is not one JSON number >= 0 (invalid_parameter)",
+                        429: "Deployed: this client holds as many streams as nginx lets one "
+                        "client hold (too_many_connections)",
+                        503: "Store unavailable (store_unavailable); deployed, also the stream "
+                        "pool holding all the streams it can (unavailable; see Retry-After)",
                     },
                 ),
             },
