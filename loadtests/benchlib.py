@@ -241,8 +241,7 @@ class SteadyLoad:
 
     def _run(self, offset: int) -> None:
         next_send = time.monotonic() + offset * self.interval / len(self._threads)
-        while not self._stop.is_set():
-            time.sleep(max(0.0, next_send - time.monotonic()))
+        while not self._stop.wait(max(0.0, next_send - time.monotonic())):
             sent = time.monotonic()
             try:
                 ok = self.request()
