@@ -57,9 +57,11 @@ def statuses(streams: list[Stream]) -> dict[str, int]:
 
 def opened_line(streams: list[Stream]) -> dict:
     line: dict = {"opened": statuses(streams), "pid": os.getpid()}
-    refused = next((s for s in streams if s.status != "200"), None)
+    others = [s for s in streams if s.status != "200"]  # an HTTP answer first, if any
+    refused = next((s for s in others if s.status.isdigit()), others[0] if others else None)
     if refused is not None:
         line["refused"] = {k: getattr(refused, k) for k in ("status", "retry_after", "body")}
+        line["refused"]["status"] = refused.status or "pending"
     return line
 
 
@@ -98,10 +100,8 @@ async def hold_one(args: argparse.Namespace, source: str, delay: float, s: Strea
         status, headers = parse_head(head)
         if status != "200":
             s.retry_after = headers.get("retry-after")
-            s.body = (await asyncio.wait_for(reader.read(2048), args.timeout)).decode(
-                "utf-8", "replace"
-            )
-            s.status = status
+            body = await asyncio.wait_for(reader.read(2048), args.timeout)
+            s.body, s.status = body.decode("utf-8", "replace"), status
             return
         s.status = status
         while line := await reader.readline():
