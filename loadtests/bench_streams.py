@@ -195,9 +195,9 @@ def main() -> int:
     early += sum("final" not in r["holder"] for r in rounds["streams"])  # the holder died
     streams = args.clients * args.per_client
     print(
-        f"\n{server}: p99 without and with {streams} /events streams ({args.clients} clients x"
-        f" {args.per_client}); {args.rate:g} req/s of each load; {args.rounds} rounds of"
-        f" {args.seconds:g} s; medians"
+        f"\n{server}: p99 without and with {streams} /events stream(s), {args.per_client} from"
+        f" each of {args.clients} client(s); {args.rate:g} req/s of each load; {args.rounds}"
+        f" rounds of {args.seconds:g} s; medians"
     )
     print(f"  {'metric':<13} {'no streams':>10} {'streams':>10} {'ratio':>6}  (min..max)   goal")
     for metric, label in METRICS.items():
