@@ -63,7 +63,7 @@ LOADTEST_OPTS := $(if $(HOST),--host $(HOST)) $(if $(SCENARIO),--scenario $(SCEN
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(TAGS),--tags $(TAGS)) \
 	$(if $(LOADGEN),--loadgen $(ENV)) $(if $(LOADGEN_WORKERS),--loadgen-workers $(LOADGEN_WORKERS))
 
-.PHONY: help host-packages venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo rollback warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha lint unit e2e test clean
+.PHONY: help host-packages venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo rollback warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha bench-streams lint unit e2e test clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -152,6 +152,9 @@ bench-warmup: venv ## Benchmark: warm-up time vs (N/K+1) x init, and a steady lo
 bench-captcha: venv ## Benchmark: captcha images/s per core, library alone vs endpoint via nginx
 	@command -v wrk >/dev/null || { echo "bench-captcha: needs wrk (apt-get install wrk)"; exit 1; }
 	$(BIN)/python loadtests/bench_captcha.py
+
+bench-streams: venv ## Benchmark: p99 of /healthz and the captcha flow with 100 /events streams open vs none
+	$(BIN)/python loadtests/bench_streams.py
 
 lint: venv ## ansible-lint (production profile), yamllint, ruff, vagrant validate
 	$(BIN)/ansible-lint --nocolor

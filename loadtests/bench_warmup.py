@@ -12,17 +12,17 @@ Usage: make bench-warmup  (the VM must be deployed: make demo)
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import math
 import statistics
 import sys
-import threading
 import time
 
 from benchlib import (
     APP_CPU,
     VENV,
+    SteadyLoad,
+    get_ok,
     on_vm,
     start_uwsgi,
     stop_uwsgi,
@@ -34,53 +34,6 @@ from benchlib import (
 WORK = "/tmp/bench-warmup"
 PORT, STATS = 9201, "127.0.0.1:9202"
 GOAL_P99_RATIO = 1.5
-
-
-class SteadyLoad:
-    """GET path at a fixed rate from a few threads; latencies tagged with their send time."""
-
-    def __init__(self, address: str, path: str, rate: float, threads: int = 4) -> None:
-        self.address, self.path, self.interval = address, path, threads / rate
-        self.samples: list[tuple[float, float]] = []  # (sent, seconds)
-        self.failures = 0
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
-        ]
-
-    def __enter__(self) -> SteadyLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def _run(self, offset: int) -> None:
-        next_send = time.monotonic() + offset * self.interval / len(self._threads)
-        while not self._stop.is_set():
-            time.sleep(max(0.0, next_send - time.monotonic()))
-            sent = time.monotonic()
-            try:
-                connection = http.client.HTTPConnection(self.address, PORT, timeout=10)
-                connection.request("GET", self.path)
-                ok = connection.getresponse().status == 200
-                connection.close()
-            except OSError:
-                ok = False
-            if ok:
-                self.samples.append((sent, time.monotonic() - sent))
-            else:
-                self.failures += 1
-            next_send += self.interval
-
-    def p99(self, start: float, end: float) -> tuple[float, int]:
-        window = sorted(s for sent, s in self.samples if start <= sent < end)
-        if len(window) < 20:
-            sys.exit(f"bench: only {len(window)} background requests in a phase: raise --rate")
-        return window[min(len(window) - 1, math.ceil(0.99 * len(window)) - 1)], len(window)
 
 
 def warm_up(address: str, concurrency: int) -> tuple[float, list[dict]]:
@@ -110,7 +63,7 @@ def measure(address: str, workers: int, concurrency: int, init: float, args) -> 
     start_uwsgi(WORK, PORT, settings, server_args, APP_CPU)
     try:
         wait_ready(f"http://{address}:{PORT}/healthz")
-        with SteadyLoad(address, "/healthz", args.rate) as load:
+        with SteadyLoad(get_ok(address, PORT, "/healthz"), args.rate) as load:
             before = time.monotonic()
             time.sleep(args.before_seconds)
             started = time.monotonic()

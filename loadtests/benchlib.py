@@ -8,14 +8,18 @@ to different CPUs, so that a figure is per core of the server.
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
+import math
 import os
 import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,3 +190,72 @@ def write_report(name: str, data: dict) -> Path:
     report = REPORTS / f"{name}-{stamp}.json"
     report.write_text(json.dumps(data, indent=2))
     return report.relative_to(ROOT)
+
+
+def p99(values: list[float]) -> float:
+    """The 99th percentile, nearest rank: the smallest value at least 99% of them do not exceed."""
+    if not values:
+        raise ValueError("p99 of no values")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def get_ok(address: str, port: int, path: str, timeout: float = 10) -> Callable[[], bool]:
+    """A request for SteadyLoad: GET path on a new connection; True on a 200."""
+
+    def request() -> bool:
+        connection = http.client.HTTPConnection(address, port, timeout=timeout)
+        try:
+            connection.request("GET", path)
+            return connection.getresponse().status == 200
+        finally:
+            connection.close()
+
+    return request
+
+
+class SteadyLoad:
+    """Calls request() at a fixed rate from a few threads (an open-loop load, not wrk's closed
+    loop: a slow answer does not lower the rate while a thread is free); each success's latency
+    is kept with its send time. request returns True on success; False, an OSError (a timeout
+    too), an HTTPException, a ValueError or a KeyError count as a failure."""
+
+    def __init__(self, request: Callable[[], bool], rate: float, threads: int = 4) -> None:
+        self.request, self.interval = request, threads / rate
+        self.samples: list[tuple[float, float]] = []  # (sent, seconds)
+        self.failures = 0
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
+        ]
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self, offset: int) -> None:
+        next_send = time.monotonic() + offset * self.interval / len(self._threads)
+        while not self._stop.wait(max(0.0, next_send - time.monotonic())):
+            sent = time.monotonic()
+            try:
+                ok = self.request()
+            except (OSError, http.client.HTTPException, ValueError, KeyError):
+                ok = False  # a timeout, a broken answer, a body without what the flow needs
+            if ok:
+                self.samples.append((sent, time.monotonic() - sent))
+            else:
+                self.failures += 1
+            next_send += self.interval
+
+    def p99(self, start: float = -math.inf, end: float = math.inf) -> tuple[float, int]:
+        """The p99 (seconds) of the successes sent in [start, end), and their number."""
+        window = [s for sent, s in self.samples if start <= sent < end]
+        if len(window) < 20:
+            sys.exit(f"bench: only {len(window)} background requests in a phase: raise --rate")
+        return p99(window), len(window)
