@@ -193,7 +193,8 @@ def test_make_rollback_takes_the_settings_its_release_ran_with(fresh: Stack):
 
 def test_stream_paths_get_a_stream_pool_that_goes_with_them(fresh: Stack):
     """An app without streams has no stream pool; app_stream_paths gives it one, which serves
-    those paths while the request workers are down, and goes when they are gone."""
+    those paths while the request workers are down, stops on a rollback to a release without
+    gevent, and goes when they are gone."""
     assert "guestbook-streams" not in fresh.ssh("supervisorctl status", check=False).stdout
     result = deploy(fresh, "streams", app_stream_paths=["/hello"])
     assert result.rc == 0, result.tail()
@@ -204,6 +205,17 @@ def test_stream_paths_get_a_stream_pool_that_goes_with_them(fresh: Stack):
         assert fresh.get("/up").status == 502  # the request workers'
     finally:
         fresh.ssh("supervisorctl start guestbook")
+    # make rollback to the release before, which has no gevent: the pool stops (its paths get
+    # nginx's 502); undone, it runs again.
+    back = fresh.playbook("rollback.yml", f"guestbook-{fresh.server}-rollback-streams")
+    assert back.rc == 0, back.tail()
+    assert " STOPPED " in fresh.ssh("supervisorctl status guestbook-streams", check=False).stdout
+    assert fresh.get("/hello").status == 502
+    assert fresh.get("/up").status == 200
+    again = fresh.playbook("rollback.yml", f"guestbook-{fresh.server}-rollback-streams-undone")
+    assert again.rc == 0, again.tail()
+    assert " RUNNING " in fresh.ssh("supervisorctl status guestbook-streams").stdout
+    assert fresh.wait_until_serving("/hello").text == "Hello, World!"
     result = deploy(fresh, "no-streams")
     assert result.rc == 0, result.tail()
     assert "guestbook-streams" not in fresh.ssh("supervisorctl status", check=False).stdout
