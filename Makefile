@@ -63,7 +63,7 @@ LOADTEST_OPTS := $(if $(HOST),--host $(HOST)) $(if $(SCENARIO),--scenario $(SCEN
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(TAGS),--tags $(TAGS)) \
 	$(if $(LOADGEN),--loadgen $(ENV)) $(if $(LOADGEN_WORKERS),--loadgen-workers $(LOADGEN_WORKERS))
 
-.PHONY: help host-packages venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo rollback warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha bench-streams lint unit e2e test clean
+.PHONY: help host-packages venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo rollback warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha bench-streams lint reference unit e2e test clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -163,6 +163,9 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff, vagrant validat
 	$(BIN)/ruff format --check .
 	@command -v vagrant >/dev/null || { echo "lint: vagrant is missing (apt-get install vagrant) to validate the Vagrantfile"; exit 1; }
 	VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate
+
+reference: venv ## Regenerate roles/VARIABLES.md from the roles' argument specs and defaults
+	$(BIN)/python tools/varref.py
 
 unit: venv ## Unit tests (no VM)
 	$(BIN)/pytest -q sample_app/tests profiling/tests tests/unit
