@@ -76,10 +76,10 @@ def default_texts(source: str) -> dict[str, str]:
     texts: dict[str, str] = {}
     for key, value in node.value:
         raw = source[value.start_mark.index : value.end_mark.index].strip()
-        if "\n" not in raw:
+        if isinstance(value, yaml.ScalarNode):
+            texts[key.value] = raw if "\n" not in raw else _fold(value.value)
+        elif value.flow_style and "\n" not in raw:
             texts[key.value] = raw
-        elif isinstance(value, yaml.ScalarNode):
-            texts[key.value] = _fold(value.value)
         else:
             flow = yaml.safe_dump(
                 loaded[key.value], default_flow_style=True, width=1_000_000, sort_keys=False
