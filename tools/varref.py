@@ -122,6 +122,11 @@ def cell(text: str) -> str:
     return _fold(text).replace("|", "\\|")
 
 
+def prose(text: str) -> str:
+    """Spec text as markdown shows it: one line, a `<env>` kept, not taken for an HTML tag."""
+    return _fold(text).replace("&", "&amp;").replace("<", "&lt;")
+
+
 def code(text: str) -> str:
     """Inline code of any text (a backtick inside takes a longer fence)."""
     fence = "``" if "`" in text else "`"
@@ -168,7 +173,7 @@ def table(role: Role, options: dict[str, Any]) -> list[str]:
             code(name),
             type_text(option),
             default_text(role, name, option),
-            description_text(option),
+            prose(description_text(option)),
         ]
         lines.append("| " + " | ".join(cell(part) for part in row) + " |")
     return lines
@@ -177,7 +182,7 @@ def table(role: Role, options: dict[str, Any]) -> list[str]:
 def render_role(role: Role) -> list[str]:
     lines: list[str] = []
     for entry, spec in role.entry_points():
-        summary = _fold(str(spec.get("short_description", "")))
+        summary = prose(str(spec.get("short_description", "")))
         if entry == "main":
             lines += ["", f"### {role.name}", "", summary]
         else:
@@ -189,7 +194,7 @@ def render_role(role: Role) -> list[str]:
             ]
         description = description_text(spec)
         if description:
-            lines += ["", _fold(description)]
+            lines += ["", prose(description)]
         lines += ["", *table(role, spec.get("options") or {})]
     return lines
 

@@ -52,6 +52,10 @@ def test_a_cell_is_one_line_with_its_pipes_escaped(text, cell):
     assert varref.cell(text) == cell
 
 
+def test_spec_text_keeps_its_angle_brackets():
+    assert varref.prose("configs/<env> & co") == "configs/&lt;env> &amp; co"
+
+
 def test_defaults_are_shown_as_written_on_one_line():
     source = (
         'quoted: "{{ x | default(1) }}"\n'
