@@ -178,12 +178,24 @@ def test_make_rollback_goes_back_and_a_second_one_undoes_it(deployed: Stack):
         previous = serving_release(deployed)
         assert previous != original
         assert_serving(deployed, previous, f"0.2.0+{deployed.server}")
+        assert stream_pool_releases(deployed) == {previous}
         again = deployed.playbook("rollback.yml", f"{deployed.server}-rollback-again")
         assert again.rc == 0, again.tail()
     sent = load.stop()
     assert sent.failures == 0, sent.failure_messages()
     assert serving_release(deployed) == original
     assert_serving(deployed, original, ORIGINAL_VERSION)
+    assert stream_pool_releases(deployed) == {original}
+
+
+def stream_pool_releases(deployed: Stack) -> set[str]:
+    """The releases the stream pool's processes run: their mapped files (gevent's and
+    Python's extension modules) name the release directory the `current` link resolved to."""
+    pids = deployed.server_pids(deployed.server, pool="streams")
+    assert pids
+    maps = " ".join(f"/proc/{pid}/maps" for pid in pids)
+    out = deployed.ssh(f"grep -oh '{RELEASES}/[^/]*' {maps} | sort -u").stdout
+    return {line.rsplit("/", 1)[1] for line in out.split()}
 
 
 def test_a_deploy_reloads_workers_an_interrupted_one_left_behind(deployed: Stack):
