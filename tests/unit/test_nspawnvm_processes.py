@@ -13,6 +13,7 @@ from nspawnvm.processes import (
     parse_children,
     parse_nspid,
 )
+from nspawnvm.rootfs import shared_caches
 
 
 def test_nspawn_command(machine) -> None:
@@ -31,6 +32,21 @@ def test_nspawn_command_on_a_bridge(machine) -> None:
     assert "--network-veth" not in cmd
     assert cmd[cmd.index("-M") + 1] == "lvtest"  # the container still sees host0
     assert is_nspawn_for(cmd, machine.rootfs)
+
+
+def test_nspawn_command_mounts_the_shared_caches(machine, tmp_path) -> None:
+    cmd = nspawn_command(machine, [(tmp_path / "trixie-pip", "/root/.cache/pip")])
+    assert f"--bind={tmp_path}/trixie-pip:/root/.cache/pip" in cmd
+    assert is_nspawn_for(cmd, machine.rootfs)
+
+
+def test_the_shared_pip_cache_is_one_per_release(machine, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LOCALVM_CACHE", str(tmp_path))
+    assert shared_caches(machine) == []  # no disk yet: no release to share with
+    (machine.rootfs / "etc").mkdir(parents=True)
+    (machine.rootfs / "etc/os-release").write_text("VERSION_CODENAME=trixie\n")
+    assert shared_caches(machine) == [(tmp_path / "trixie-pip", "/root/.cache/pip")]
+    assert (tmp_path / "trixie-pip").is_dir()
 
 
 def test_is_nspawn_for_rejects_other_machines_and_programs(machine) -> None:

@@ -35,7 +35,14 @@ from .processes import (
     vm_running,
     wait_until,
 )
-from .rootfs import chosen_release, configure_for_boot, create_rootfs, remove_tree, rootfs_release
+from .rootfs import (
+    chosen_release,
+    configure_for_boot,
+    create_rootfs,
+    remove_tree,
+    rootfs_release,
+    shared_caches,
+)
 from .ssh import ssh_command, ssh_works, wait_for_ssh
 
 
@@ -89,7 +96,7 @@ def start_vm(machine: Machine) -> VMState:
 
 def boot_and_record(machine: Machine) -> VMState:
     say(f"booting {machine.name} (console log: {machine.console_log})...")
-    pid = boot(machine)
+    pid = boot(machine, shared_caches(machine))
     state = VMState(
         name=machine.name,
         nspawn_pid=pid,

@@ -23,7 +23,7 @@ STOP_TIMEOUT = float(os.environ.get("LOCALVM_STOP_TIMEOUT", "30"))
 T = TypeVar("T")
 
 
-def nspawn_command(machine: Machine) -> list[str]:
+def nspawn_command(machine: Machine, binds: Sequence[tuple[Path, str]] = ()) -> list[str]:
     # No host system bus here: --register=no --keep-unit keep nspawn from asking machined/systemd.
     # On a bridge the container still sees host0; the host end (vb-NAME) joins the bridge.
     network = f"--network-bridge={machine.bridge}" if machine.bridge else "--network-veth"
@@ -40,6 +40,7 @@ def nspawn_command(machine: Machine) -> list[str]:
         "--console=passive",
         "--resolv-conf=off",
         "--link-journal=no",
+        *(f"--bind={host}:{inside}" for host, inside in binds),
     ]
 
 
@@ -174,13 +175,13 @@ def recorded_vms(state_root: Path) -> list[tuple[VMState, bool]]:
     return found
 
 
-def boot(machine: Machine) -> int:
+def boot(machine: Machine, binds: Sequence[tuple[Path, str]] = ()) -> int:
     with machine.console_log.open("ab") as log:
         log.write(f"\n==== localvm: boot at {time.ctime()} ====\n".encode())
         log.flush()
         # Own session: the VM must outlive this command and the shell that started it.
         proc = subprocess.Popen(
-            nspawn_command(machine),
+            nspawn_command(machine, binds),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
