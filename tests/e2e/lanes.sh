@@ -50,6 +50,21 @@ cpu_ticks() {
   echo $((user + nice + system)) $((user + nice + system + idle + iowait))
 }
 
+# Niceness is what lets lane A keep its latency, but the kernel's autogroup gives each session
+# (each VM, each service in a VM: systemd starts every one in a session of its own) an equal
+# share whatever its nice value. Off for the run, so that nice values count; restored after.
+autogroup=/proc/sys/kernel/sched_autogroup_enabled
+autogroup_was=$(cat "$autogroup" 2>/dev/null)
+if [ "$autogroup_was" = 1 ]; then
+  if echo 0 2>/dev/null > "$autogroup"; then
+    trap 'echo 1 > "$autogroup"' EXIT
+    trap 'exit 1' INT TERM
+  else
+    echo "==> e2e: the kernel's autogroup is on and cannot be turned off here: lanes R, B and C" \
+      "take as much CPU as lane A"
+  fi
+fi
+
 read -r busy0 total0 < <(cpu_ticks)
 started=$SECONDS
 lanes=(r b c)
