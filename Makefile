@@ -171,7 +171,7 @@ reference: venv ## Regenerate roles/VARIABLES.md from the roles' argument specs 
 	$(BIN)/python tools/varref.py
 
 unit: venv ## Unit tests (no VM)
-	$(BIN)/pytest -q sample_app/tests profiling/tests tests/unit
+	$(BIN)/pytest -q
 
 e2e: venv ## End-to-end tests on VMs of their own (Debian 13 and 12, the lab, your own app), in four lanes (KEEP_VM=1 keeps them)
 	@VENV=$(VENV) tests/e2e/lanes.sh
