@@ -7,8 +7,10 @@
 #      E2E_OTHER_RELEASE (Debian 12)
 #   B  the lab of three VMs on E2E_RELEASE
 #   C  the user's own app (test_own_app.py) on a fresh VM of E2E_RELEASE per app server
-# Lanes R, B and C run niced, their VMs included: lane A's load tests keep the latency they are
-# judged by. Lane A prints as it goes, the others once all are done, then the share of the
+# Lanes R and C run niced, their VMs included: lane A's load tests keep the latency they are
+# judged by. Lane B does not: the lab's failover is judged by timing, and its distributed load
+# test by counts that a starved worker VM reports too late for locust's master (which waits
+# 0.5 s for the workers' last samples). Lane A prints as it goes, the others once all are done, then the share of the
 # host's CPU the lanes kept busy; exit 1 if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -68,9 +70,9 @@ fi
 read -r busy0 total0 < <(cpu_ticks)
 started=$SECONDS
 lanes=(r b c)
-declare -A pid status
+declare -A pid status niceness=([r]=10 [b]=0 [c]=10)
 for lane in "${lanes[@]}"; do
-  (renice -n 10 -p $BASHPID >/dev/null && "lane_$lane") > "$logs/lane-$lane.log" 2>&1 &
+  (renice -n "${niceness[$lane]}" -p $BASHPID >/dev/null && "lane_$lane") > "$logs/lane-$lane.log" 2>&1 &
   pid[$lane]=$!
 done
 echo "==> e2e lanes R (redeploys on $E2E_RELEASE, then $E2E_OTHER_RELEASE), B (lab) and C" \
