@@ -25,14 +25,11 @@ export LOCALVM_LAB := $(LAB)
 export LOCALVM_LAB_SUBNET := $(LAB_SUBNET)
 # The end-to-end tests boot VMs of their own, beside any VM you work with: every test on
 # Debian 13 (a VM, and a lab for the scale-out tests), and on Debian 12 (a VM) the tests marked
-# every_release. tests/e2e/lanes.sh runs them in four lanes at once.
+# every_release. tests/e2e/lanes.sh runs them in three lanes at once.
 export E2E_VM_NAME ?= flasktest
 export E2E_VM_SUBNET ?= 10.231.1.0/24
 export E2E_RELEASE ?= trixie
 export E2E_OTHER_RELEASE ?= bookworm
-# ...a VM of Debian 13 for the redeploys (test_redeploy.py), the longest module...
-export E2E_REDEPLOY_VM_NAME ?= e2eredeploy
-export E2E_REDEPLOY_VM_SUBNET ?= 10.231.3.0/24
 export E2E_OTHER_VM_NAME ?= e2e$(E2E_OTHER_RELEASE)
 export E2E_OTHER_VM_SUBNET ?= 10.231.5.0/24
 export E2E_LOG_DIR ?= /tmp/e2e-logs
@@ -173,7 +170,7 @@ reference: venv ## Regenerate roles/VARIABLES.md from the roles' argument specs 
 unit: venv ## Unit tests (no VM)
 	$(BIN)/pytest -q
 
-e2e: venv ## End-to-end tests on VMs of their own (Debian 13 and 12, the lab, your own app), in four lanes (KEEP_VM=1 keeps them)
+e2e: venv ## End-to-end tests on VMs of their own (Debian 13 and 12, the lab, your own app), in three lanes (KEEP_VM=1 keeps them)
 	@VENV=$(VENV) tests/e2e/lanes.sh
 
 test: host-packages lint unit e2e ## Everything (what the host lacks first): lint, unit and end-to-end tests
