@@ -40,13 +40,10 @@ def test_nspawn_command_mounts_the_shared_caches(machine, tmp_path) -> None:
     assert is_nspawn_for(cmd, machine.rootfs)
 
 
-def test_the_shared_pip_cache_is_one_per_release(machine, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("LOCALVM_CACHE", str(tmp_path))
-    assert shared_caches(machine) == []  # no disk yet: no release to share with
-    (machine.rootfs / "etc").mkdir(parents=True)
-    (machine.rootfs / "etc/os-release").write_text("VERSION_CODENAME=trixie\n")
-    assert shared_caches(machine) == [(tmp_path / "trixie-pip", "/root/.cache/pip")]
-    assert (tmp_path / "trixie-pip").is_dir()
+def test_the_shared_pip_cache_is_one_per_release(tmp_path) -> None:
+    assert shared_caches(tmp_path, "trixie") == [(tmp_path / "trixie-pip", "/root/.cache/pip")]
+    assert shared_caches(tmp_path, "bookworm") == [(tmp_path / "bookworm-pip", "/root/.cache/pip")]
+    assert (tmp_path / "trixie-pip").is_dir() and (tmp_path / "bookworm-pip").is_dir()
 
 
 def test_is_nspawn_for_rejects_other_machines_and_programs(machine) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -84,19 +85,19 @@ def changed_settings(state: VMState, machine: Machine) -> list[str]:
     ]
 
 
-def start_vm(machine: Machine) -> VMState:
+def start_vm(machine: Machine, binds: Sequence[tuple[Path, str]]) -> VMState:
     # The bridge's lock spans its set-up and the boot: a VM leaving the bridge meanwhile must
     # see this one running (its state file) before it decides to delete the bridge.
     with bridge_lock(machine.bridge):
         keep_networkd_off(machine)
         if machine.bridge:
             set_up_host_side(machine)
-        return boot_and_record(machine)
+        return boot_and_record(machine, binds)
 
 
-def boot_and_record(machine: Machine) -> VMState:
+def boot_and_record(machine: Machine, binds: Sequence[tuple[Path, str]]) -> VMState:
     say(f"booting {machine.name} (console log: {machine.console_log})...")
-    pid = boot(machine, shared_caches(machine))
+    pid = boot(machine, binds)
     state = VMState(
         name=machine.name,
         nspawn_pid=pid,
@@ -178,7 +179,7 @@ def bring_up(machine: Machine, args: argparse.Namespace) -> None:
     if not machine.rootfs.exists():
         create_rootfs(machine, Path(args.cache), args.mirror, release)
     configure_for_boot(machine)
-    state = start_vm(machine)
+    state = start_vm(machine, shared_caches(Path(args.cache), release))
     wait_for_ssh(machine, state.nspawn_pid)
     say(f"{machine.name} is up")
 

@@ -63,14 +63,11 @@ def validate_release(release: str) -> str:
     return release
 
 
-def shared_caches(machine: Machine) -> list[tuple[Path, str]]:
+def shared_caches(cache_root: Path, release: str) -> list[tuple[Path, str]]:
     """Host folders the VM mounts, shared by the VMs of its release: pip's cache, so that a
     package pip builds from source (uWSGI: a minute of compiling) is built once per release,
     not once per VM. Kept with the base images (make vm-destroy leaves both)."""
-    release = rootfs_release(machine.rootfs)
-    if release is None:
-        return []
-    pip = Path(os.environ.get("LOCALVM_CACHE", DEFAULT_CACHE)) / f"{release}-pip"
+    pip = cache_root / f"{release}-pip"
     pip.mkdir(mode=0o700, parents=True, exist_ok=True)
     return [(pip, "/root/.cache/pip")]
 
