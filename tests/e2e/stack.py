@@ -1,4 +1,5 @@
-"""The deployed stack as the end-to-end tests see it: the VM, deploys, SSH and HTTP."""
+"""The deployed stack as the end-to-end tests see it: the VM, deploys, SSH and HTTPS (verified
+against the config's own CA only; plain HTTP only from the VM's loopback)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import http.client
 import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -40,6 +43,10 @@ except urllib.error.HTTPError as e:
     status, head, data = e.code, dict(e.headers.items()), e.read()
 print(json.dumps([status, head, data.decode("utf-8", "replace")]))
 """
+# The local CA's certificate of a config (tls_mode local-ca), generated on the first deploy: the
+# one certificate the tests trust for the VMs' HTTPS, as `make -s tls-ca` prints it.
+TLS_CA = Path(".secrets/tls-ca/ca.crt")
+TLS_PORT = 443  # nginx_tls_port
 RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -135,6 +142,28 @@ def assert_unbuffered(arrivals: list[float], ended: float) -> None:
     assert arrivals[-1] - arrivals[0] >= 1.5, arrivals
 
 
+# Contexts by CA file (and its change time): every request reuses one, a CA made anew is read anew.
+_CONTEXTS: dict[tuple[Path, int], ssl.SSLContext] = {}
+
+
+def tls_context(ca_file: Path, alpn: list[str] | None = None) -> ssl.SSLContext:
+    """A client context that trusts that CA file alone (not the host's store) and verifies the
+    server's certificate and name (its IP address here); alpn: protocols to offer (a new
+    context, not the shared one)."""
+    key = (ca_file, ca_file.stat().st_mtime_ns)
+    if alpn is None and key in _CONTEXTS:
+        return _CONTEXTS[key]
+    # PROTOCOL_TLS_CLIENT: verification and hostname checks on, no default CAs loaded.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=str(ca_file))
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    if alpn is None:
+        _CONTEXTS[key] = context
+    else:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
 @dataclass
 class Stack:
     name: str
@@ -186,6 +215,40 @@ class Stack:
         assert response.status == 200, response.text
         return {entry["worker"]: entry for entry in response.json()["workers"]}
 
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate of the stack's config: the one the tests trust for its HTTPS."""
+        return ROOT / self.inventory / TLS_CA
+
+    @property
+    def base_url(self) -> str:
+        """Where a client outside the VM reaches the app: nginx's TLS port."""
+        return f"https://{self.address}"
+
+    def tls_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
+        return tls_context(self.ca_file, alpn)
+
+    def tls_socket(self, timeout: float = 30, alpn: list[str] | None = None) -> ssl.SSLSocket:
+        """A TLS connection to nginx, handshake done and certificate verified, for the tests
+        that write their own bytes (slow bodies, held connections)."""
+        raw = socket.create_connection((self.address, TLS_PORT), timeout=timeout)
+        try:
+            return self.tls_context(alpn).wrap_socket(raw, server_hostname=self.address)
+        except BaseException:
+            raw.close()
+            raise
+
+    def served_certificate(self) -> dict[str, Any]:
+        """The certificate nginx serves on its TLS port, as ssl reports a verified one
+        (serialNumber, notBefore, notAfter, subjectAltName, ...)."""
+        with self.tls_socket(timeout=10) as connection:
+            return connection.getpeercert()
+
+    def https_connection(self, timeout: float = 10) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection(
+            self.address, TLS_PORT, timeout=timeout, context=self.tls_context()
+        )
+
     def ssh(
         self, command: str, check: bool = True, stdin: str = ""
     ) -> subprocess.CompletedProcess[str]:
@@ -211,10 +274,10 @@ class Stack:
         timeout: float = 10,
     ) -> HttpResponse:
         request = urllib.request.Request(
-            f"http://{self.address}{path}", data=body, headers=headers or {}, method=method
+            f"{self.base_url}{path}", data=body, headers=headers or {}, method=method
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as r:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.tls_context()) as r:
                 return HttpResponse(r.status, dict(r.headers.items()), r.read())
         except urllib.error.HTTPError as error:
             return HttpResponse(error.code, dict(error.headers.items()), error.read())
@@ -259,7 +322,7 @@ class Stack:
     ) -> tuple[list[float], list[Any], float]:
         """Read an SSE stream to its end: (arrival time of each event, the events, end time),
         in seconds from the request."""
-        connection = http.client.HTTPConnection(self.address, 80, timeout=10)
+        connection = self.https_connection()
         started = time.monotonic()
         connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()

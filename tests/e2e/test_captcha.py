@@ -140,7 +140,8 @@ def test_the_service_keeps_to_its_openapi_document(deployed: Stack):
         [
             *(str(Path(sys.executable).with_name("schemathesis")), "--config-file"),
             *(str(ROOT / "sample_app/tests/schemathesis.toml"), "run", "--no-color"),
-            f"http://{deployed.address}/openapi.json",
+            *("--tls-verify", str(deployed.ca_file)),
+            f"{deployed.base_url}/openapi.json",
         ],
         capture_output=True,
         text=True,

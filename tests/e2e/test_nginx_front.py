@@ -6,7 +6,7 @@ nginx_client_connections, nor keep one with a slow body."""
 from __future__ import annotations
 
 import select
-import socket
+import ssl
 import time
 
 from stack import HEADER_LINE, HEADER_LINES, Stack, long_headers, many_headers
@@ -82,22 +82,36 @@ def nginx_upstream_errors(deployed: Stack) -> int:
     return int(deployed.ssh(count).stdout)
 
 
-def slow_post(address: str, path: str = "/api/captchas") -> socket.socket:
+def slow_post(stack: Stack, path: str = "/api/captchas") -> ssl.SSLSocket:
     """A POST whose headers are all sent, and its body never: nginx holds it while it waits."""
-    connection = socket.create_connection((address, 80), timeout=30)
+    connection = stack.tls_socket()
     connection.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {stack.address}\r\nContent-Type: application/json\r\n"
         "Content-Length: 100\r\n\r\n{".encode()
     )
     return connection
 
 
-def readable(connection: socket.socket) -> bool:
-    return bool(select.select([connection], [], [], 0)[0])
+def readable(connection: ssl.SSLSocket) -> bool:
+    """Whether nginx answered or closed it. A TLS record alone (TLS 1.3 sends its session
+    tickets after the handshake) makes the socket readable but carries no answer."""
+    if not select.select([connection], [], [], 0)[0] and not connection.pending():
+        return False
+    timeout = connection.gettimeout()
+    connection.setblocking(False)
+    try:
+        connection.recv(1)  # an answer's first byte, or b"" at a close: either way, answered
+        return True
+    except ssl.SSLWantReadError:
+        return False
+    except OSError:
+        return True  # reset
+    finally:
+        connection.settimeout(timeout)
 
 
 def test_one_client_cannot_hold_more_connections_than_its_limit(deployed: Stack):
-    connections = [slow_post(deployed.address) for _ in range(CLIENT_CONNECTIONS)]
+    connections = [slow_post(deployed) for _ in range(CLIENT_CONNECTIONS)]
     try:
         deadline = time.monotonic() + 5
         while True:
@@ -106,7 +120,7 @@ def test_one_client_cannot_hold_more_connections_than_its_limit(deployed: Stack)
             for i, connection in enumerate(connections):
                 if readable(connection):
                     connection.close()
-                    connections[i] = slow_post(deployed.address)
+                    connections[i] = slow_post(deployed)
             # Refused once nginx has read every header block.
             refused = deployed.request("GET", "/api/captchas/nope")
             if refused.status == 429 or time.monotonic() > deadline:
@@ -125,14 +139,15 @@ def test_one_client_cannot_hold_more_connections_than_its_limit(deployed: Stack)
 
 
 def test_a_slow_body_loses_its_connection(deployed: Stack):
-    connection = slow_post(deployed.address)
+    connection = slow_post(deployed)
     started = time.monotonic()
     with connection:
-        # nginx closes it, or resets it (reset_timedout_connection): 408 in its log.
+        # nginx closes it, or resets it (reset_timedout_connection): 408 in its log. (A close
+        # without TLS's close_notify is an SSLEOFError.)
         try:
             while connection.recv(4096):
                 pass
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLEOFError):
             pass
     waited = time.monotonic() - started
     assert CLIENT_TIMEOUT - 1 <= waited <= CLIENT_TIMEOUT + 5, waited

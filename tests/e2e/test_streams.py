@@ -5,7 +5,6 @@ Retry-After beyond), under each app server."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ def held_streams(deployed: Stack, count: int, seconds: int = 30) -> Iterator[lis
     connections, statuses = [], []
     try:
         for _ in range(count):
-            connection = http.client.HTTPConnection(deployed.address, 80, timeout=10)
+            connection = deployed.https_connection()
             connections.append(connection)
             connection.request("GET", f"/events?max_seconds={seconds}")
             response = connection.getresponse()
