@@ -1,10 +1,13 @@
-"""The web page in a real browser (headless Chromium) against the deployed stack."""
+"""The web page in a real browser (headless Chromium) against the deployed stack, over HTTPS."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -15,12 +18,29 @@ from selenium.webdriver.support.ui import WebDriverWait
 from stack import LOG_DIR, ROOT, Stack
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CERTUTIL = "/usr/bin/certutil"
+
+
+def trusting_home(home: Path, ca_file: Path) -> None:
+    """A home whose NSS database (where Chromium on Linux reads the certificates its user
+    trusts) holds the config's CA as a trusted issuer of server certificates."""
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    for args in (
+        ["-N", "--empty-password"],
+        ["-A", "-t", "C,,", "-n", "e2e local CA", "-i", str(ca_file)],
+    ):
+        subprocess.run([CERTUTIL, "-d", f"sql:{nssdb}", *args], check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
+def browser(stack: Stack) -> Iterator[webdriver.Chrome]:
+    """Chromium that trusts the local CA the way a user's browser does (never by ignoring
+    certificate errors). The session's first deploy has made the CA (`deployed` comes first)."""
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         pytest.fail("the browser test needs Debian's chromium and chromium-driver (.ci/run)")
+    if not shutil.which(CERTUTIL):
+        pytest.fail("the browser test needs certutil, Debian's libnss3-tools (tools/host-packages)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     # As root, offline: no sandbox, and none of Chromium's own network chatter.
@@ -36,10 +56,13 @@ def browser() -> Iterator[webdriver.Chrome]:
         "--window-size=1000,800",
     ):
         options.add_argument(flag)
-    with tempfile.TemporaryDirectory() as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        # An explicit driver path: selenium's manager would try to download one.
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    with tempfile.TemporaryDirectory() as home:
+        trusting_home(Path(home), stack.ca_file)
+        options.add_argument(f"--user-data-dir={home}/profile")
+        # An explicit driver path: selenium's manager would try to download one. Chromium
+        # finds the NSS database through HOME, which the driver passes on.
+        service = Service(CHROMEDRIVER, env={**os.environ, "HOME": home})
+        driver = webdriver.Chrome(service=service, options=options)
         try:
             yield driver
         finally:
@@ -76,7 +99,10 @@ def _verify(browser: webdriver.Chrome, answer: str) -> tuple[str, str]:
 
 
 def test_wrong_answer_shows_the_error_and_a_right_one_succeeds(deployed: Stack, browser):
-    browser.get(f"http://{deployed.address}/")
+    browser.get(f"{deployed.base_url}/")
+    # The app's page, not Chromium's certificate error page (its title: "Privacy error").
+    assert "Captcha service" in browser.page_source, browser.title
+    assert browser.current_url == f"{deployed.base_url}/", browser.current_url
     first = _shown_captcha(browser)
     image = browser.find_element(By.ID, "captcha-image")
     assert browser.execute_script("return arguments[0].naturalWidth", image) > 0
@@ -95,7 +121,7 @@ def test_wrong_answer_shows_the_error_and_a_right_one_succeeds(deployed: Stack, 
 
 
 def test_refresh_shows_a_new_captcha(deployed: Stack, browser):
-    browser.get(f"http://{deployed.address}/")
+    browser.get(f"{deployed.base_url}/")
     first = _shown_captcha(browser)
     browser.find_element(By.ID, "refresh").click()
     assert _shown_captcha(browser, not_id=first) != first
