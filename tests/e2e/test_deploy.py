@@ -54,11 +54,15 @@ def test_exactly_one_app_server_runs(deployed: Stack):
 
 @pytest.mark.every_release
 def test_second_deploy_changes_nothing(deployed: Stack):
+    served = deployed.served_certificate()
     result = deployed.deploy(
         f"redeploy-{deployed.server}", app_server=deployed.server, **DEPLOY_VARS
     )
     assert result.rc == 0, result.tail()
     assert result.changed == 0, result.tail()
+    # Nor is the certificate issued again: nginx serves the same one.
+    again = deployed.served_certificate()
+    assert again["serialNumber"] == served["serialNumber"], (served, again)
 
 
 @pytest.mark.every_release
