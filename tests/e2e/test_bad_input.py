@@ -39,10 +39,38 @@ BAD_VALUES = [
     # The VM's release, unknown to the roles: as a host on another system is met.
     ({"preflight_platforms": {"Debian": ["sid"]}}, "this bundle deploys to Debian sid only"),
 ]
+# HTTPS: the ACME client would be refused by the CA after the host changed (or never asked).
+DOMAIN, EMAIL = ["app.example.org"], "ops@example.org"
+TLS_BAD_VALUES = [
+    pytest.param(
+        {"tls_mode": "https"}, "tls_mode must be one of local-ca, acme, off", id="tls_mode"
+    ),
+    pytest.param(
+        {"tls_mode": "acme", "tls_acme_email": EMAIL},
+        "tls_mode acme needs tls_domains",
+        id="tls_acme-no-domain",
+    ),
+    pytest.param(
+        {"tls_mode": "acme", "tls_domains": DOMAIN},
+        "tls_mode acme needs tls_acme_email",
+        id="tls_acme-no-email",
+    ),
+    pytest.param(
+        {"tls_mode": "acme", "tls_domains": ["192.0.2.10"], "tls_acme_email": EMAIL},
+        "tls_domains: 192.0.2.10 is an IP address",
+        id="tls_domains-ip",
+    ),
+    pytest.param(
+        {"tls_mode": "acme", "tls_domains": DOMAIN, "tls_acme_email": "ops.example.org"},
+        "tls_acme_email: ops.example.org is not an email address",
+        id="tls_acme_email",
+    ),
+]
 
 
 @pytest.mark.parametrize(
-    ("extra_vars", "message"), BAD_VALUES, ids=[next(iter(v)) for v, _ in BAD_VALUES]
+    ("extra_vars", "message"),
+    [pytest.param(v, m, id=next(iter(v))) for v, m in BAD_VALUES] + TLS_BAD_VALUES,
 )
 def test_bad_value_stops_the_play_before_any_change(stack: Stack, extra_vars, message):
     stack.ssh("touch /run/before-bad-deploy")
