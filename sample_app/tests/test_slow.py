@@ -21,6 +21,10 @@ def test_on_it_sleeps_as_asked_within_the_limit(config):
     body = client.get("/debug/slow?seconds=0.05").get_json()
     assert body["path"] == "/debug/slow" and body["seconds"] == 0.05
     assert body["elapsed"] >= 0.05
+    assert body["url"] == "http://localhost/debug/slow?seconds=0.05"
+    # Behind TLS the app server says https: so does the URL the app builds.
+    https = client.get("/debug/slow?seconds=0", base_url="https://localhost").get_json()
+    assert https["url"] == "https://localhost/debug/slow?seconds=0"
     capped = client.get("/debug/slow?seconds=100").get_json()
     assert capped["seconds"] == 0.2 and 0.2 <= capped["elapsed"] < 5
     assert client.get("/debug/slow?seconds=nan").get_json()["seconds"] == 0.0

@@ -30,5 +30,7 @@ def slow() -> Response:
     # One sleep: a signal handler (SIGUSR1 -> pdb) runs in this frame, then the sleep goes on
     # for the time left (PEP 475).
     time.sleep(seconds)
-    return jsonify(path=path, pid=os.getpid(), seconds=seconds,
+    # The request's absolute URL as the app builds it: its scheme is the one the app server
+    # says the client used (https behind nginx's TLS).
+    return jsonify(path=path, url=request.url, pid=os.getpid(), seconds=seconds,
                    elapsed=round(time.monotonic() - started, 3))  # fmt: skip
