@@ -55,10 +55,11 @@ TLS_BAD_VALUES = [
         "tls_mode acme needs tls_acme_email",
         id="tls_acme-no-email",
     ),
+    # In any mode: the default (local-ca) too.
     pytest.param(
-        {"tls_mode": "acme", "tls_domains": ["192.0.2.10"], "tls_acme_email": EMAIL},
+        {"tls_domains": ["192.0.2.10"]},
         "tls_domains: 192.0.2.10 is an IP address",
-        id="tls_domains-ip",
+        id="tls_domains",
     ),
     pytest.param(
         {"tls_mode": "acme", "tls_domains": DOMAIN, "tls_acme_email": "ops.example.org"},
