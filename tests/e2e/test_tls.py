@@ -32,8 +32,8 @@ assert "{{" not in ACME_WEBROOT, ACME_WEBROOT
 # The hybrid post-quantum group of Mozilla's 6.0 profile: OpenSSL 3.5 and later (Debian 13).
 PQ_GROUP = "X25519MLKEM768"
 # One path of each kind nginx serves on 443: the app's page, a static file, the app's JSON
-# error, nginx's own error, a stream. Each carries every header: an add_header in a location
-# would drop the server's.
+# error, nginx's own error, the health check (and a stream, below). Each carries every header:
+# an add_header in a location would drop the server's.
 PATHS = ("/", "/static/style.css", "/api/captchas/nope/image.png", "/static/nope.css", "/healthz")
 
 
@@ -133,16 +133,28 @@ def test_port_80_serves_the_acme_challenge_without_redirect(deployed: Stack):
         deployed.ssh(f"rm -f {folder}/{token}")
 
 
+def stream_headers(stack: Stack) -> dict[str, str]:
+    """The headers of an /events stream (a location of its own, to the stream pool)."""
+    connection = stack.https_connection()
+    try:
+        connection.request("GET", "/events?max_seconds=1")
+        response = connection.getresponse()
+        assert response.status == 200, response.status
+        response.read()
+        return dict(response.getheaders())
+    finally:
+        connection.close()
+
+
 def test_every_answer_on_443_carries_hsts_and_the_hardening_headers(deployed: Stack):
-    for path in PATHS:
-        response = deployed.get(path)
-        assert response.headers.get("Strict-Transport-Security") == HSTS, (path, response)
+    answers = {path: deployed.get(path).headers for path in PATHS}
+    answers["/events"] = stream_headers(deployed)
+    for path, headers in answers.items():
+        assert headers.get("Strict-Transport-Security") == HSTS, (path, headers)
         for name, value in SECURITY_HEADERS.items():
             if name == "Content-Security-Policy":
                 continue  # the app may send its own (the profiler's pages): test_nginx_front
-            assert response.headers.get(name) == value, (path, name, response.headers)
-    _, events, _ = deployed.stream_events("/events?max_seconds=1")
-    assert events
+            assert headers.get(name) == value, (path, name, headers)
 
 
 def test_the_app_sees_https(deployed: Stack):
