@@ -128,9 +128,9 @@ def issue(settings: Settings) -> int:
     # certbot's deploy hook installs only what it issues: a lineage kept as it was, but not
     # installed (a host whose files were replaced), is installed here.
     live = CONFIG_DIR / "live" / settings.cert_name
-    if fingerprint(settings.certificate) != fingerprint(str(live / "fullchain.pem")):
-        if install(settings, live) != 0:
-            return 1
+    installed = fingerprint(settings.certificate) == fingerprint(str(live / "fullchain.pem"))
+    if not installed and install(settings, live) != 0:
+        return 1
     print("issued" if fingerprint(settings.certificate) != before else "kept")
     return 0
 
