@@ -43,7 +43,9 @@ BAD_VALUES = [
 DOMAIN, EMAIL = ["app.example.org"], "ops@example.org"
 TLS_BAD_VALUES = [
     pytest.param(
-        {"tls_mode": "https"}, "tls_mode must be one of local-ca, acme, off", id="tls_mode"
+        {"tls_mode": "https"},
+        "tls_mode must be one of: acme, local-ca, off, got: https",
+        id="tls_mode",
     ),
     pytest.param(
         {"tls_mode": "acme", "tls_acme_email": EMAIL},
