@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -289,16 +289,6 @@ def expect_error(resp: Any, status: int, code: str) -> None:
         resp.failure(f"{status} with error {body.get('error')!r}, expected {code!r}")
 
 
-def trusting(ca_file: str) -> Callable[..., gevent.ssl.SSLContext]:
-    """An SSL context factory for FastHttpUser that trusts that CA file alone: geventhttpclient
-    calls it with its own bundle (certifi's) as cafile, which this one ignores."""
-
-    def factory(*_: Any, **__: Any) -> gevent.ssl.SSLContext:
-        return gevent.ssl.create_default_context(cafile=ca_file)
-
-    return factory
-
-
 class CaptchaUser(FastHttpUser):
     """A client of the captcha API; scenarios subclass it with their tasks."""
 
@@ -312,7 +302,7 @@ class CaptchaUser(FastHttpUser):
     def __init__(self, environment: Environment) -> None:
         ca_file = getattr(environment.parsed_options, "tls_ca_file", "")
         if ca_file:
-            self.ssl_context_factory = trusting(ca_file)
+            self.ssl_context_factory = partial(gevent.ssl.create_default_context, cafile=ca_file)
         super().__init__(environment)
 
     def on_start(self) -> None:
