@@ -3,10 +3,8 @@
     python loadtests/run.py [--scenario flow] [--host URL] [--users N] [--spawn-rate R]
         [--duration 30s] [--tags smoke ...] [--workers N] [--ui] [--thresholds FILE]
 
-Without --host the target is the local VM's nginx (tools/localvm.py address), over HTTPS
-verified against the config's local CA once a deploy made it (configs/local/.secrets/tls-ca/;
---tls-ca-file names another CA; HTTPS is never unverified), and the oracle secret the one the
-deploy wrote (configs/local/.secrets/localvm/oracle_secret); elsewhere set
+Without --host the target is the local VM's nginx (tools/localvm.py address) and the oracle
+secret the one the deploy wrote (configs/local/.secrets/localvm/oracle_secret); elsewhere set
 CAPTCHA_ORACLE_SECRET or --oracle-secret-file. Reports go to
 loadtests/reports/<timestamp>-<scenario>/: report.html, stats_*.csv (with the full history),
 summary.json. The exit code is the master's: 0 pass, 1 errors, 3 a threshold breached
@@ -41,8 +39,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# The local VM's config's CA (roles/tls, tls_mode local-ca): what the VM's HTTPS is signed by.
-VM_TLS_CA = ROOT / "configs" / "local" / ".secrets" / "tls-ca" / "ca.crt"
 LOADTESTS = ROOT / "loadtests"
 LOCUSTFILES = LOADTESTS / "locustfiles"
 CONFIG = LOADTESTS / "locust.conf"
@@ -121,11 +117,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="thresholds file (default: $LOCUST_THRESHOLDS or loadtests/thresholds.toml)",
     )
     parser.add_argument("--oracle-secret-file", help=f"default: ${ORACLE_ENV}, or the VM's")
-    parser.add_argument(
-        "--tls-ca-file",
-        help="CA certificate the target's HTTPS is verified against (default: the VM's local CA,"
-        " when the target is the VM; else the system's store)",
-    )
     parser.add_argument("--reports-root", type=Path, default=REPORTS)
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("extra", nargs="*", help="after --: more locust options (master)")
@@ -138,8 +129,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.reports_root = args.reports_root.resolve()
     if args.oracle_secret_file:
         args.oracle_secret_file = str(Path(args.oracle_secret_file).resolve())
-    if args.tls_ca_file:
-        args.tls_ca_file = str(Path(args.tls_ca_file).resolve())
     if args.workers < 0 or args.remote_workers < 0:
         parser.error("--workers and --remote-workers must be >= 0")
     if args.remote_workers and args.ui:
@@ -209,8 +198,6 @@ def build_plan(
     cmd += ["--csv", str(report_dir / "locust"), "--csv-full-history"]
     if args.oracle_secret_file:
         cmd += ["--oracle-secret-file", str(args.oracle_secret_file)]
-    if args.tls_ca_file:
-        cmd += ["--tls-ca-file", args.tls_ca_file]
     if args.ui:
         cmd += ["--web-host", "127.0.0.1", "--web-port", str(args.web_port)]
     else:
@@ -326,11 +313,7 @@ def resolve_host_and_secret(args: argparse.Namespace, setup: loadgen.Setup | Non
     vm_secret = SECRETS / "oracle_secret"
     if no_secret and vm_secret.is_file():
         args.oracle_secret_file = str(vm_secret)
-    # HTTPS where the deploy made the config's local CA (tls_mode local-ca), verified against it.
-    if not VM_TLS_CA.is_file():
-        return f"http://{address}"
-    args.tls_ca_file = args.tls_ca_file or str(VM_TLS_CA)
-    return f"https://{address}"
+    return f"http://{address}"
 
 
 def _readable(path: str) -> bool:

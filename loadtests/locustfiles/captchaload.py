@@ -18,12 +18,10 @@ import json
 import logging
 import os
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import gevent
-import gevent.ssl
 import loadcheck
 from loadcheck import group_name
 from locust import FastHttpUser, events
@@ -89,13 +87,6 @@ def _add_options(parser: Any, **_: Any) -> None:
         default="",
         include_in_web_ui=False,
         help="folder for summary.json and the workers' own counts",
-    )
-    parser.add_argument(
-        "--tls-ca-file",
-        env_var="LOCUST_TLS_CA_FILE",
-        default="",
-        include_in_web_ui=False,
-        help="CA certificate the target's HTTPS is verified against (default: the system's)",
     )
 
 
@@ -295,15 +286,6 @@ class CaptchaUser(FastHttpUser):
     abstract = True
     # The flow verifies with the right answer, which only the oracle gives.
     needs_oracle = True
-    # HTTPS is verified, always (FastHttpUser does not by default): against --tls-ca-file when
-    # given (the local CA of the target's config), else the system's store.
-    insecure = False
-
-    def __init__(self, environment: Environment) -> None:
-        ca_file = getattr(environment.parsed_options, "tls_ca_file", "")
-        if ca_file:
-            self.ssl_context_factory = partial(gevent.ssl.create_default_context, cafile=ca_file)
-        super().__init__(environment)
 
     def on_start(self) -> None:
         secret = oracle_secret(self.environment)

@@ -54,14 +54,7 @@ def test_single_process_headless_run_with_reports() -> None:
 
 def test_unset_options_are_left_to_locust_conf() -> None:
     cmd = plan().master
-    for name in (
-        "--users",
-        "--spawn-rate",
-        "--run-time",
-        "--tags",
-        "--oracle-secret-file",
-        "--tls-ca-file",
-    ):
+    for name in ("--users", "--spawn-rate", "--run-time", "--tags", "--oracle-secret-file"):
         assert name not in cmd
 
 
@@ -111,36 +104,9 @@ def test_ui_mode_is_not_headless_and_binds_loopback() -> None:
 
 def test_paths_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    cmd = plan(
-        "--thresholds", "mine.toml", "--oracle-secret-file", "secret", "--tls-ca-file", "ca.crt"
-    ).master
+    cmd = plan("--thresholds", "mine.toml", "--oracle-secret-file", "secret").master
     assert option(cmd, "--thresholds") == str(tmp_path / "mine.toml")
     assert option(cmd, "--oracle-secret-file") == str(tmp_path / "secret")
-    assert option(cmd, "--tls-ca-file") == str(tmp_path / "ca.crt")
-
-
-def test_the_vm_is_reached_over_https_once_its_ca_exists(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without --host: the VM, in HTTPS verified against its config's CA when a deploy made
-    one (tls_mode local-ca), else plain HTTP; a CA given is kept."""
-    import benchlib
-
-    monkeypatch.setattr(benchlib, "vm_address", lambda: "10.0.0.9")
-    monkeypatch.setenv("CAPTCHA_ORACLE_SECRET", "s")
-    monkeypatch.setattr(run, "VM_TLS_CA", tmp_path / "none.crt")
-    args = run.parse_args([])
-    assert run.resolve_host_and_secret(args) == "http://10.0.0.9"
-    assert args.tls_ca_file is None
-    ca = tmp_path / "ca.crt"
-    ca.write_text("a CA")
-    monkeypatch.setattr(run, "VM_TLS_CA", ca)
-    args = run.parse_args([])
-    assert run.resolve_host_and_secret(args) == "https://10.0.0.9"
-    assert args.tls_ca_file == str(ca)
-    args = run.parse_args(["--tls-ca-file", "/etc/other.crt"])
-    assert run.resolve_host_and_secret(args) == "https://10.0.0.9"
-    assert args.tls_ca_file == "/etc/other.crt"
 
 
 def test_thresholds_default_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
