@@ -5,7 +5,7 @@ import types
 import pytest
 
 from wsgiprobe import compose
-from wsgiprobe.profiler import ProfilingMiddleware
+from wsgiprobe.securecookies import SecureCookies
 from wsgiprobe.streamlimit import StreamLimit
 
 
@@ -111,8 +111,8 @@ def test_a_stream_pool_process_gets_the_app_and_its_bound_only(stream_module):
     app = compose.build_application(env)
     assert isinstance(app, StreamLimit)
     assert app.limit == 3 and app.retry_after == compose.STREAM_RETRY_AFTER
-    assert app.app is streaming_app
-    assert not isinstance(app.app, ProfilingMiddleware)
+    # The app, its cookies Secure over HTTPS, and nothing else.
+    assert isinstance(app.app, SecureCookies) and app.app.app is streaming_app
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "many"])

@@ -13,6 +13,7 @@ from wsgiprobe.lazyinit_wsgi import LazyInitMiddleware
 from wsgiprobe.pdbhook import PdbHookMiddleware
 from wsgiprobe.pdbhook import settings_from_environment as pdb_settings_from_environment
 from wsgiprobe.profiler import ProfilingMiddleware, settings_from_environment
+from wsgiprobe.securecookies import SecureCookies
 from wsgiprobe.streamlimit import StreamLimit
 
 # Seconds a client refused by a full stream pool is told to wait: about the time streams take
@@ -23,7 +24,8 @@ STREAM_RETRY_AFTER = 5
 def build_application(environ: Mapping[str, str] = os.environ) -> WSGIApp:
     if workers.worker_index() is not None:
         workers.die_with_parent()  # a worker of an app server: it ends with its master
-    app = app_from_environment(environ)
+    # Over HTTPS every cookie is Secure, whatever the app sets (one comparison per request).
+    app = SecureCookies(app_from_environment(environ))
     streams = _positive_int(environ, "WSGIPROBE_STREAM_LIMIT", 0)
     if streams:
         # A stream pool's process: the app and its bound only. The debug surfaces, the warm-up
