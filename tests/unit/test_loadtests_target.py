@@ -27,8 +27,10 @@ target = load("target")
 def test_the_ca_path_is_the_tls_roles(tmp_path: Path) -> None:
     # The tls role keeps the CA under the inventory's folder; target.py mirrors that path.
     defaults = yaml.safe_load((ROOT / "roles/tls/defaults/main.yml").read_text())
-    text = "\n".join(str(v) for v in defaults.values())
-    assert str(target.CA_IN_CONFIG.parent) in text, "roles/tls moved its CA: update target.py"
+    folder = defaults["tls_ca_dir"].replace("{{ inventory_dir }}", "/configs/lab")
+    assert folder == f"/configs/lab/{target.CA_IN_CONFIG.parent}", "update target.py"
+    tasks = (ROOT / "roles/tls/tasks/local_ca.yml").read_text()
+    assert f"{{{{ tls_ca_dir }}}}/{target.CA_IN_CONFIG.name}" in tasks
     assert target.ca_file("lab", tmp_path) == tmp_path / "lab/.secrets/tls-ca/ca.crt"
     assert target.ca_file().is_absolute()
 
