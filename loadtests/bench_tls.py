@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bench import busy_share, cpu_times
 from benchlib import (
     APP_CPU,
     CLOCK_TICKS,
@@ -94,6 +95,7 @@ class Run:
     nginx_cpu: float  # ... of nginx's
     non_2xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
+    server_cpu_busy: float | None = None  # handshakes: how busy nginx's CPU was (any process)
 
     @property
     def rate(self) -> float:
@@ -148,6 +150,7 @@ class Summary:
     ratio_rate: Spread | None
     handshakes: Spread | None  # per second (wall)
     handshakes_per_nginx_core: Spread | None
+    handshake_cpu_busy: Spread | None  # nginx's CPU meanwhile: below ~90%, the client limited
     void: list[str]
 
     @property
@@ -190,6 +193,7 @@ def summarize(rounds: list[dict[str, Run]]) -> Summary:
         ratio_rate=spread(rate_ratios),
         handshakes=of("handshake", "rate"),
         handshakes_per_nginx_core=of("handshake", "nginx_per_core"),
+        handshake_cpu_busy=of("handshake", "server_cpu_busy"),
         void=void,
     )
 
@@ -219,6 +223,12 @@ def render(summary: Summary, heading: str) -> str:
         f"  full TLS handshakes, no keep-alive: {cell(summary.handshakes)} /s,"
         f" {cell(summary.handshakes_per_nginx_core)} per CPU second of nginx"
     )
+    if summary.handshake_cpu_busy:
+        busy = summary.handshake_cpu_busy
+        lines.append(
+            f"    nginx's CPU busy {busy.show('{:.0%}')} meanwhile"
+            + ("" if busy.median >= 0.9 else ": the client (openssl) was the limit of the rate")
+        )
     lines.append("  void: " + ("; ".join(summary.void) if summary.void else "none"))
     return "\n".join(lines)
 
@@ -266,6 +276,7 @@ def measure_handshakes(host: str, port: int, seconds: int) -> Run:
     pin(NGINX_PATTERN, str(APP_CPU))
     try:
         app0, nginx0 = serving_ticks()
+        stat0 = cpu_times(Path("/proc/stat").read_text())
         started = time.monotonic()
         proc = subprocess.run(
             ["taskset", "-c", str(FRONT_CPU), "openssl", "s_time", "-connect", f"{host}:{port}",
@@ -273,6 +284,7 @@ def measure_handshakes(host: str, port: int, seconds: int) -> Run:
             capture_output=True, text=True, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         wall = time.monotonic() - started
+        stat1 = cpu_times(Path("/proc/stat").read_text())
         app1, nginx1 = serving_ticks()
     finally:
         pin(NGINX_PATTERN, str(FRONT_CPU))
@@ -280,7 +292,12 @@ def measure_handshakes(host: str, port: int, seconds: int) -> Run:
     if proc.returncode:
         print(f"bench: openssl s_time failed:\n{proc.stdout[-600:]}{proc.stderr[-600:]}")
     return Run(
-        "handshake", count, wall, (app1 - app0) / CLOCK_TICKS, (nginx1 - nginx0) / CLOCK_TICKS
+        "handshake",
+        count,
+        wall,
+        (app1 - app0) / CLOCK_TICKS,
+        (nginx1 - nginx0) / CLOCK_TICKS,
+        server_cpu_busy=busy_share(stat0, stat1, APP_CPU),
     )
 
 
