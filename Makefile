@@ -121,7 +121,7 @@ demo: host-packages vm deploy ## Install what the host lacks, boot the VM, deplo
 	echo "  trust     $$ca  (this config's own CA: make -s tls-ca)"; \
 	echo "            curl --cacert $$ca $$url/healthz"; \
 	echo "            a browser: import it as an authority (Firefox: Settings, Certificates;"; \
-	echo "            Chromium: chrome://certificate-manager), or accept the warning"; \
+	echo "            Chromium: chrome://certificate-manager) rather than click past its warning"; \
 	echo "  shell     make ssh"; \
 	echo "  logs      make ssh CMD='tail -f /var/log/supervisor/sample_app.log'"
 
