@@ -54,22 +54,23 @@ LOCALVM_LAB_CMD := $(LOCALVM) --name $(LAB) --subnet $(LAB_SUBNET) lab
 PLAYBOOK := ANSIBLE_CONFIG=ansible.cfg $(BIN)/ansible-playbook -i configs/$(ENV)
 DEPLOY_VARS := $(if $(APP_SERVER),-e app_server=$(APP_SERVER)) $(ARGS)
 # make loadtest / loadtest-ui (loadtests/README.md): a variable left empty keeps run.py's and
-# locust.conf's default (the local VM, scenario flow, 10 users, 30 s, one process).
+# locust.conf's default (the local VM over https, trusting configs/local's CA, scenario flow,
+# 10 users, 30 s, one process). HOST=https://... CA=FILE: another target and the CA to trust.
 # LOADGEN=1: also locust workers on configs/$(ENV)'s loadgen hosts, LOADGEN_WORKERS=K each.
 LOADGEN ?=
 LOADGEN_WORKERS ?=
-LOADTEST_OPTS := $(if $(HOST),--host $(HOST)) $(if $(SCENARIO),--scenario $(SCENARIO)) \
+LOADTEST_OPTS := $(if $(HOST),--host $(HOST)) $(if $(CA),--ca-file $(CA)) $(if $(SCENARIO),--scenario $(SCENARIO)) \
 	$(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(TAGS),--tags $(TAGS)) \
 	$(if $(LOADGEN),--loadgen $(ENV)) $(if $(LOADGEN_WORKERS),--loadgen-workers $(LOADGEN_WORKERS))
 
-.PHONY: help host-packages venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo rollback warmup profiler pdb loadtest loadtest-ui bench bench-profiler bench-warmup bench-captcha bench-streams lint reference unit e2e test clean
+.PHONY: help host-packages venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo tls-ca rollback warmup profiler pdb loadtest loadtest-ui bench bench-tls bench-profiler bench-warmup bench-captcha bench-streams lint reference unit e2e test clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "  Variables: ENV=local|vagrant|<config> APP_SERVER=uwsgi|gunicorn ARGS='-e var=value' CMD='...' KEEP_VM=1"
-	@echo "  Load tests: HOST=http://... DURATION=30s USERS=10 WORKERS=N SCENARIO=flow|negative|all TAGS=smoke,load"
+	@echo "  Load tests: HOST=https://... CA=ca.crt DURATION=30s USERS=10 WORKERS=N SCENARIO=flow|negative|all TAGS=smoke,load"
 	@echo "              LOADGEN=1 LOADGEN_WORKERS=K (workers on configs/ENV's loadgen hosts, e.g. ENV=lab)"
 	@echo "  Several hosts: make vm N=3; make deploy ENV=lab; make pdb ENV=lab HOST=app2 WORKER=1"
 
@@ -112,13 +113,20 @@ deploy: venv ## Deploy the stack (ENV=local, APP_SERVER=uwsgi|gunicorn)
 	@test -d configs/$(ENV) || { echo "deploy: no configs/$(ENV) (try ENV=local, vagrant or a copy of configs/example)"; exit 2; }
 	$(PLAYBOOK) deploy.yml $(DEPLOY_VARS)
 
-demo: host-packages vm deploy ## Install what the host lacks, boot the VM, deploy, print the URLs to open
-	@addr=$$($(LOCALVM) address); \
-	echo; echo "The app is up:"; \
-	echo "  page      http://$$addr/"; \
-	echo "  health    http://$$addr/healthz"; \
+demo: host-packages vm deploy ## Install what the host lacks, boot the VM, deploy, print the https URLs and the CA to trust
+	@url=$$($(PYTHON) loadtests/target.py url) && ca=$$($(PYTHON) loadtests/target.py ca --env $(ENV)) || exit 1; \
+	echo; echo "The app is up, over HTTPS (http:// redirects there):"; \
+	echo "  page      $$url/"; \
+	echo "  health    $$url/healthz"; \
+	echo "  trust     $$ca  (this config's own CA: make -s tls-ca)"; \
+	echo "            curl --cacert $$ca $$url/healthz"; \
+	echo "            a browser: import it as an authority (Firefox: Settings, Certificates;"; \
+	echo "            Chromium: chrome://certificate-manager) rather than click past its warning"; \
 	echo "  shell     make ssh"; \
 	echo "  logs      make ssh CMD='tail -f /var/log/supervisor/sample_app.log'"
+
+tls-ca: ## Print the absolute path of the CA certificate of configs/ENV (local-ca) to trust (use with make -s)
+	@$(PYTHON) loadtests/target.py ca --env $(ENV)
 
 rollback: venv ## Go back to the release that served before, by a graceful reload (again: undo)
 	$(PLAYBOOK) rollback.yml $(ARGS)
@@ -132,15 +140,20 @@ profiler: venv ## Open an SSH tunnel to the VM's /_profiler/ and print how to us
 pdb: venv ## Open a pdb session in worker WORKER=N of the VM's app server, over SSH (HOST=app2, POKE=1 wakes an idle one)
 	@$(BIN)/python tools/pdb_session.py --env $(ENV) --worker $(WORKER) $(if $(POKE),--poke) $(if $(HOST),--host $(HOST))
 
-loadtest: venv ## Locust load test, headless, thresholds enforced (HOST= DURATION= USERS= WORKERS=N SCENARIO= TAGS= LOADGEN=1)
+loadtest: venv ## Locust load test over https, headless, thresholds enforced (HOST= CA= DURATION= USERS= WORKERS=N SCENARIO= TAGS= LOADGEN=1)
 	$(BIN)/python loadtests/run.py $(LOADTEST_OPTS)
 
 loadtest-ui: venv ## Locust's web UI on http://127.0.0.1:8089 (the variables of loadtest)
 	$(BIN)/python loadtests/run.py --ui $(LOADTEST_OPTS)
 
-bench: venv ## Benchmark: nginx+uWSGI vs nginx+gunicorn vs each server alone, as ratios (JSON too)
+bench: venv ## Benchmark: nginx+uWSGI vs nginx+gunicorn vs each server alone, then HTTPS vs HTTP (bench-tls), as ratios
 	@command -v wrk >/dev/null || { echo "bench: needs wrk (apt-get install wrk)"; exit 1; }
 	$(BIN)/python loadtests/bench.py
+	$(BIN)/python loadtests/bench_tls.py
+
+bench-tls: venv ## Benchmark: captcha over HTTPS keep-alive vs plain HTTP per core, and full TLS handshakes/s
+	@command -v openssl >/dev/null || { echo "bench-tls: needs openssl (apt-get install openssl)"; exit 1; }
+	$(BIN)/python loadtests/bench_tls.py
 
 bench-profiler: venv ## Benchmark: the profiler's cost as ratios of the plain app, raw Dozer, disk after load
 	@command -v wrk >/dev/null || { echo "bench-profiler: needs wrk (apt-get install wrk)"; exit 1; }

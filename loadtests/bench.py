@@ -18,7 +18,9 @@ come from this host's /proc/stat, right for the nspawn VM (one kernel, the same 
 core is requests per CPU second of the instance's own processes (/proc/PID/stat in the VM),
 so that other load on a shared machine does not lower it; the table names the figures during
 which other processes took the app CPU.
-Endpoints: /healthz (light) and a captcha's image.png (a fresh captcha each round). Rounds
+Endpoints: /healthz (light) and a captcha's image.png (a fresh captcha each round, made through
+the deployed site over https). The instances here are plain http on ports of their own (the
+app servers' costs, not TLS's: bench_tls.py measures that). Rounds
 alternate the configurations (medians), so that noise hits every one alike. A figure with a
 non-2xx answer, or connect/timeout errors, is void.
 Usage: make bench  (the VM must be deployed: make demo)
@@ -53,6 +55,7 @@ from benchlib import (
     process_ticks,
     start_uwsgi,
     vm_address,
+    vm_target,
     write_report,
     wrk_command,
 )
@@ -578,7 +581,7 @@ def main() -> int:
     args = parser.parse_args()
 
     address = vm_address()
-    base_url = f"http://{address}"
+    site = vm_target()  # the deployed site (https): it makes the captchas
     servers, ceilings = configurations(args.port_base)
     installed = ensure_servers(not args.no_install)
     prepare_vm(address, servers, ceilings[0].port)
@@ -597,7 +600,7 @@ def main() -> int:
     try:
         for config in servers:
             start(config, address)
-        image = create_captcha(base_url)
+        image = create_captcha(site)
         checks = [(c, "/healthz", "healthy") for c in servers]
         checks += [(c, image, "png") for c in servers] + [(ceilings[0], "/", "ok")]
         for config, path, expect in checks:
@@ -610,7 +613,7 @@ def main() -> int:
         for endpoint in ("light", "captcha"):
             for round_ in range(1, args.rounds + 1):
                 # A fresh captcha each round: never near its TTL.
-                path = "/healthz" if endpoint == "light" else create_captcha(base_url)
+                path = "/healthz" if endpoint == "light" else create_captcha(site)
                 for config in rotated(servers, round_):
                     run(endpoint, config, path, round_)
     finally:

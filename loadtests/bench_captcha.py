@@ -3,6 +3,8 @@
 One run, one machine, as a ratio: the app server's processes are pinned to one CPU of the
 VM, and nginx and the load generator (wrk) to another, so that both figures are per core.
 The library alone runs in the VM's venv, on that same CPU, with the app's image settings.
+The endpoint is the deployed site's, over https (its certificate verified once with Python's
+ssl before wrk runs: wrk verifies none), with keep-alive.
 Usage: make bench-captcha  (the VM must be deployed: make demo)
 """
 
@@ -18,13 +20,14 @@ from benchlib import (
     FRONT_CPU,
     SERVER_PATTERN,
     VENV,
+    checked,
     cpu_seconds,
     create_captcha,
     on_vm,
     pin,
     run_wrk,
     running_server,
-    vm_address,
+    vm_target,
     write_report,
 )
 
@@ -49,9 +52,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    base_url = f"http://{vm_address()}"
+    site = vm_target()
     server = running_server()
-    url = base_url + create_captcha(base_url)
+    url = site.url + create_captcha(site)
+    print(f"bench: {site.url}: {checked(url, site.ca_file)}")
     library_code = LIBRARY_ALONE.format(seconds=args.seconds)
 
     # Alternate the two measurements and keep the medians: a noisy neighbour on the machine

@@ -22,6 +22,7 @@ from benchlib import (
     start_uwsgi,
     stop_uwsgi,
     vm_address,
+    vm_target,
     wait_ready,
     write_report,
 )
@@ -74,7 +75,7 @@ def main() -> int:
     args = parser.parse_args()
 
     address = vm_address()
-    image = create_captcha(f"http://{address}")
+    image = create_captcha(vm_target())  # through the deployed site (https)
     on_vm(f"rm -rf {WORK} && mkdir -p {WORK}/raw-dozer && chown -R sample_app: {WORK}")
     on_vm(f"cat > {WORK}/raw_dozer.py", stdin=RAW_DOZER)
     endpoints = {"light (/healthz)": "/healthz", "captcha (image.png)": image}

@@ -4,7 +4,9 @@ streams held open (10 clients x 10) against the same without, in alternating rou
 The deployed VM as it is (whichever app server runs). The streams come from
 loadtests/streams.py, run on the VM (its python3, the script on stdin) with one source address
 per client in 127.0.0.0/8, so nginx sees 10 clients. The load comes from this host at a fixed
-rate (benchlib.SteadyLoad, a new connection per request or per flow): GET /healthz, and the
+rate (benchlib.SteadyLoad, a new https connection per request or per flow, to the deployed
+site, its certificate verified against the config's CA: a TLS handshake in each, alike in both
+phases): GET /healthz, and the
 captcha flow (create with the oracle header, GET its image, verify the right answer), timed as
 a whole. A round's ratio is its with-streams p99 over its baseline p99; the verdict is on the
 median of the rounds' ratios.
@@ -14,7 +16,6 @@ Usage: make bench-streams  (the VM must be deployed: make demo)
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import statistics
 import subprocess
@@ -26,14 +27,17 @@ from pathlib import Path
 from benchlib import (
     LOCALVM,
     SteadyLoad,
+    checked,
+    connection_to,
     get_ok,
     on_vm,
     p99,
     running_server,
     secret,
-    vm_address,
+    vm_target,
     write_report,
 )
+from target import Target
 
 GOAL = 2.0  # with-streams p99 / baseline p99, per metric
 HOLDER = Path(__file__).with_name("streams.py")
@@ -41,12 +45,14 @@ METRICS = {"healthz": "/healthz", "flow": "captcha flow"}
 MIN_SAMPLES = 20
 
 
-def flow(address: str, oracle: str, timeout: float = 10) -> Callable[[], bool]:
-    """One captcha flow on one connection: create, image, verify with the right answer."""
+def flow(site: Target, oracle: str, timeout: float = 10) -> Callable[[], bool]:
+    """One captcha flow on one connection (https, verified, to the deployed site): create,
+    image, verify with the right answer."""
     json_headers = {"Content-Type": "application/json", "X-Captcha-Oracle": oracle}
+    connect = connection_to(site, timeout)
 
     def request() -> bool:
-        connection = http.client.HTTPConnection(address, 80, timeout=timeout)
+        connection = connect()
         try:
             connection.request("POST", "/api/captchas", b"{}", json_headers)
             response = connection.getresponse()
@@ -132,10 +138,10 @@ def stop_streams(holder: subprocess.Popen, opened: dict) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def measure(address: str, oracle: str, args: argparse.Namespace) -> dict:
+def measure(site: Target, oracle: str, args: argparse.Namespace) -> dict:
     loads = {
-        "healthz": SteadyLoad(get_ok(address, 80, "/healthz"), args.rate, args.threads),
-        "flow": SteadyLoad(flow(address, oracle), args.rate, args.threads),
+        "healthz": SteadyLoad(get_ok(site, 0, "/healthz"), args.rate, args.threads),
+        "flow": SteadyLoad(flow(site, oracle), args.rate, args.threads),
     }
     with loads["healthz"], loads["flow"]:
         time.sleep(args.seconds)
@@ -146,13 +152,13 @@ def measure(address: str, oracle: str, args: argparse.Namespace) -> dict:
     return result
 
 
-def phase(address: str, oracle: str, args: argparse.Namespace, streams: bool) -> dict:
+def phase(site: Target, oracle: str, args: argparse.Namespace, streams: bool) -> dict:
     if not streams:
-        return measure(address, oracle, args)
+        return measure(site, oracle, args)
     holder, opened = open_streams(args)
     try:
         time.sleep(args.settle)
-        result = measure(address, oracle, args)
+        result = measure(site, oracle, args)
     finally:
         final = stop_streams(holder, opened)
     result["holder"] = {**opened, **final}
@@ -175,12 +181,13 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=2, help="seconds between open and load")
     args = parser.parse_args()
 
-    address, oracle, server = vm_address(), secret("oracle_secret"), running_server()
+    site, oracle, server = vm_target(), secret("oracle_secret"), running_server()
+    print(f"bench: {site.url}: {checked(site.url, site.ca_file)}", flush=True)
     rounds: dict[str, list[dict]] = {"baseline": [], "streams": []}
     for n in range(1, args.rounds + 1):
         for name in rounds:
             print(f"bench: round {n}/{args.rounds}, {name}", flush=True)
-            rounds[name].append(phase(address, oracle, args, name == "streams"))
+            rounds[name].append(phase(site, oracle, args, name == "streams"))
             time.sleep(1)
 
     summary = {

@@ -3,6 +3,12 @@
 Benchmarks compare in one run on one machine and print ratios; absolute figures depend on the
 machine. The load generator (wrk, on the host) and the measured server (in the VM) are pinned
 to different CPUs, so that a figure is per core of the server.
+
+The deployed site answers the host over https only (plain http redirects): requests to it go
+to the target of loadtests/target.py (the VM's https URL), verified against configs/local's
+CA. wrk verifies no certificate (SSL_VERIFY_NONE): a benchmark that points wrk at https checks
+the certificate once with Python's ssl first (wrk_https_checked). The benchmarks' own
+app-server instances (their own ports) stay plain http: they are not the deployed site.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import target as targets
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCALVM = [sys.executable, str(ROOT / "tools" / "localvm.py")]
@@ -54,6 +63,23 @@ def vm_address() -> str:
     return subprocess.run(
         [*LOCALVM, "address"], capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+def vm_target() -> targets.Target:
+    """The deployed site: the VM's https URL and the CA to trust (exits with the reason)."""
+    try:
+        return targets.vm_target()
+    except targets.TargetError as exc:
+        sys.exit(f"bench: {exc}")
+
+
+def checked(url: str, ca: Path | None) -> str:
+    """Verifies url's certificate once with Python's ssl (chain against ca, and the host
+    name): wrk, which runs next, verifies nothing. Exits with the reason on failure."""
+    try:
+        return targets.check_certificate(url, ca)
+    except targets.TargetError as exc:
+        sys.exit(f"bench: {exc}")
 
 
 def running_server() -> str:
@@ -124,15 +150,17 @@ def secret(name: str) -> str:
     return (SECRETS / name).read_text().strip()
 
 
-def create_captcha(base_url: str) -> str:
-    """A captcha's image URL (the oracle header lifts the rate limit)."""
+def create_captcha(site: targets.Target) -> str:
+    """A captcha's image URL (the oracle header lifts the rate limit), made through the
+    deployed site, its certificate verified."""
     request = urllib.request.Request(
-        f"{base_url}/api/captchas",
+        f"{site.url}/api/captchas",
         data=b"{}",
         headers={"Content-Type": "application/json", "X-Captcha-Oracle": secret("oracle_secret")},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    context = targets.ssl_context(site.ca_file) if site.https else None
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
         return json.load(response)["image_url"]
 
 
@@ -200,11 +228,33 @@ def p99(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
 
-def get_ok(address: str, port: int, path: str, timeout: float = 10) -> Callable[[], bool]:
-    """A request for SteadyLoad: GET path on a new connection; True on a 200."""
+def connection_to(
+    site: targets.Target, timeout: float = 10
+) -> Callable[[], http.client.HTTPConnection]:
+    """New connections to site: https verified against its CA (one context for all), or http."""
+    parts = urllib.parse.urlsplit(site.url)
+    host = parts.hostname or ""
+    if not site.https:
+        return lambda: http.client.HTTPConnection(host, parts.port or 80, timeout=timeout)
+    context = targets.ssl_context(site.ca_file)
+    return lambda: http.client.HTTPSConnection(
+        host, parts.port or 443, timeout=timeout, context=context
+    )
+
+
+def get_ok(
+    address: str | targets.Target, port: int, path: str, timeout: float = 10
+) -> Callable[[], bool]:
+    """A request for SteadyLoad: GET path on a new connection; True on a 200. address: an
+    address (plain http on port), or a target (its URL; https verified, a handshake each time)."""
+    connect = (
+        connection_to(address, timeout)
+        if isinstance(address, targets.Target)
+        else lambda: http.client.HTTPConnection(address, port, timeout=timeout)
+    )
 
     def request() -> bool:
-        connection = http.client.HTTPConnection(address, port, timeout=timeout)
+        connection = connect()
         try:
             connection.request("GET", path)
             return connection.getresponse().status == 200

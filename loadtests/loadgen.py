@@ -1,7 +1,8 @@
 """run.py --loadgen ENV: locust workers on the loadgen hosts of configs/ENV (loadgen.yml).
 
 What run.py needs to drive them: the inventory's hosts (ansible-inventory, no connection), the
-target (the first lb host, else the first app host: its address from a real fact lookup), the
+target (the first lb host, else the first app host: its address from a real fact lookup; https
+on nginx_tls_port with configs/ENV's CA, unless the inventory sets tls_mode off), the
 oracle secret's default, the playbook's command lines, and afterwards the workers' own counts.
 All of it pure but for `discover` and `run_step`, which call Ansible.
 
@@ -28,10 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import target as targets
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 PLAYBOOK = ROOT / "loadgen.yml"
 NGINX_DEFAULTS = ROOT / "roles/nginx/defaults/main.yml"
+TLS_DEFAULTS = ROOT / "roles/tls/defaults/main.yml"
 # The master waits this long for every worker: the playbook connects to each host first.
 EXPECT_WORKERS_MAX_WAIT = 120
 # Beyond the run's duration and that wait: the stop timeout, the final reports, slack.
@@ -127,11 +131,13 @@ def worker_argv(
     runs_dir: str = ROLE_RUNS_DIR,
 ) -> list[str]:
     """Worker n's command line on `host`, as roles/loadgen/tasks/start.yml builds it (the
-    tests check that they agree); the first argument after the wrapper is the secret's file."""
+    tests check that they agree); the first arguments after the wrapper are the secret's file
+    and the CA file's (the run's copy; empty when the target needs none)."""
     run_dir = f"{runs_dir}/{run_id}"
     return [
         f"{root}/bin/locust-worker",
         f"{run_dir}/oracle_secret",
+        f"{run_dir}/ca.crt",
         "-f",
         ",".join(f"{root}/locustfiles/{name}" for name in files),
         "--worker",
@@ -156,6 +162,7 @@ class Setup:
     workers_per_host: int
     target: str = ""  # the base URL, when looked up (no --host)
     target_host: str = ""
+    ca_file: Path | None = None  # the CA the target's certificate verifies against (local-ca)
 
     @property
     def hosts(self) -> list[str]:
@@ -177,8 +184,11 @@ def start_vars(
     run_seconds: int,
     oracle_secret_file: str,
     locust_version: str,
+    ca_file: str = "",
 ) -> dict[str, Any]:
-    """loadgen.yml's extra variables for the start step (no secret: a file's path at most)."""
+    """loadgen.yml's extra variables for the start step (no secret: a file's path at most;
+    ca_file: the CA file on the controller the workers verify the target against, copied into
+    the run's folder; empty: the hosts' trust store)."""
     return {
         "loadgen_step": "start",
         "loadgen_run_id": run_id,
@@ -190,6 +200,7 @@ def start_vars(
         "loadgen_time_limit": time_limit(run_seconds),
         "loadgen_oracle_secret_file": oracle_secret_file,
         "loadgen_locust_version": locust_version,
+        "loadgen_ca_file": ca_file,
     }
 
 
@@ -256,19 +267,44 @@ def default_ipv4(result: dict[str, Any], host: str) -> str:
     return address
 
 
-def listen_port(result: dict[str, Any], role_default: int) -> int:
-    """nginx_listen_port as the inventory sets it (debug var=...), else the role's default."""
-    value = result.get("nginx_listen_port")
+def listen_port(result: dict[str, Any], role_default: int, name: str = "nginx_listen_port") -> int:
+    """The port variable as the inventory sets it (debug var=...), else the role's default."""
+    value = result.get(name)
     try:
         return int(value)
     except (TypeError, ValueError):  # undefined: "<< error ... undefined >>"
         return role_default
 
 
-def nginx_default_port() -> int:
+def role_default(defaults: Path, name: str) -> Any:
     import yaml  # Ansible's dependency: there whenever Ansible is
 
-    return int(yaml.safe_load(NGINX_DEFAULTS.read_text())["nginx_listen_port"])
+    return yaml.safe_load(defaults.read_text())[name]
+
+
+def nginx_default_port(name: str = "nginx_listen_port") -> int:
+    return int(role_default(NGINX_DEFAULTS, name))
+
+
+def tls_mode(inventory: Inventory, host: str) -> str:
+    """The host's tls_mode as the inventory sets it (literally), else the tls role's default."""
+    value = inventory.hostvars.get(host, {}).get("tls_mode")
+    return (
+        str(value)
+        if isinstance(value, str) and "{" not in value
+        else role_default(TLS_DEFAULTS, "tls_mode")
+    )
+
+
+def tls_target(
+    env: str, mode: str, address: str, port: int, configs: Path = CONFIGS
+) -> tuple[str, Path | None]:
+    """The base URL of the target and the CA to trust: https on port with configs/ENV's CA
+    (local-ca) or the system's store (acme); tls_mode off: plain http (port: nginx's)."""
+    if mode == "off":
+        return targets.url_for(address, port, "http"), None
+    ca = targets.require_ca(env, configs) if mode == "local-ca" else None
+    return targets.url_for(address, port), ca
 
 
 def _adhoc(env_dir: Path, host: str, module: str, args: str) -> dict[str, Any]:
@@ -307,11 +343,17 @@ def discover(env: str, workers_per_host: int, *, need_target: bool) -> Setup:
             env_dir, setup.target_host, "ansible.builtin.setup", "filter=ansible_default_ipv4"
         )
         address = default_ipv4(facts, setup.target_host)
+        mode = tls_mode(inventory, setup.target_host)
+        port_var = "nginx_listen_port" if mode == "off" else "nginx_tls_port"
         port = listen_port(
-            _adhoc(env_dir, setup.target_host, "ansible.builtin.debug", "var=nginx_listen_port"),
-            nginx_default_port(),
+            _adhoc(env_dir, setup.target_host, "ansible.builtin.debug", f"var={port_var}"),
+            nginx_default_port(port_var),
+            port_var,
         )
-        setup.target = f"http://{address}:{port}"
+        try:
+            setup.target, setup.ca_file = tls_target(env, mode, address, port)
+        except targets.TargetError as exc:
+            raise LoadgenError(str(exc)) from exc
     return setup
 
 

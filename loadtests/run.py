@@ -3,9 +3,11 @@
     python loadtests/run.py [--scenario flow] [--host URL] [--users N] [--spawn-rate R]
         [--duration 30s] [--tags smoke ...] [--workers N] [--ui] [--thresholds FILE]
 
-Without --host the target is the local VM's nginx (tools/localvm.py address) and the oracle
-secret the one the deploy wrote (configs/local/.secrets/localvm/oracle_secret); elsewhere set
-CAPTCHA_ORACLE_SECRET or --oracle-secret-file. Reports go to
+Without --host the target is the local VM's nginx over https (https://<tools/localvm.py
+address>, loadtests/target.py), its certificate verified against configs/local's CA, and the
+oracle secret the one the deploy wrote (configs/local/.secrets/localvm/oracle_secret);
+elsewhere set CAPTCHA_ORACLE_SECRET or --oracle-secret-file, and --ca-file (or
+LOADTEST_CA_FILE) for a certificate of a private CA. Reports go to
 loadtests/reports/<timestamp>-<scenario>/: report.html, stats_*.csv (with the full history),
 summary.json. The exit code is the master's: 0 pass, 1 errors, 3 a threshold breached
 (2: this script's usage errors, or locust's unhandled exception).
@@ -15,8 +17,9 @@ processes. Workers on other machines join with --remote-workers M (the master th
 N + M) and, there: locust -f loadtests/locustfiles/<scenario>.py --worker --master-host HOST.
 --loadgen ENV runs --loadgen-workers K (default 1) workers on each host of configs/ENV's
 `loadgen` group (deployed by roles/loadgen; started by loadgen.yml), besides any --workers:
-without --host the target is the inventory's first lb host (else first app host), and the
-oracle secret configs/ENV/.secrets/<first app host>/oracle_secret. The workers' own counts,
+without --host the target is the inventory's first lb host (else first app host) over https,
+verified against configs/ENV's CA (the loadgen role gives it to the workers), and the oracle
+secret configs/ENV/.secrets/<first app host>/oracle_secret. The workers' own counts,
 logs and output come back into the report's workers/HOST/ (loadgen.py).
 --ui starts the web UI (bound to 127.0.0.1) instead of a headless run: thresholds are then
 printed at each test stop, and the exit code is locust's own.
@@ -54,6 +57,8 @@ sys.path.insert(0, str(LOADTESTS))
 import loadgen  # noqa: E402
 from loadcheck import ThresholdsError, load_thresholds  # noqa: E402
 
+import target  # noqa: E402
+
 
 def scenarios() -> dict[str, Path]:
     """Every locustfile but the shared modules; `all` runs them together."""
@@ -79,7 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--scenario", default="flow", help="locustfile stem, or all")
-    parser.add_argument("--host", help="base URL (default: http://<local VM address>)")
+    parser.add_argument("--host", help="base URL (default: https://<local VM address>)")
+    parser.add_argument(
+        "--ca-file",
+        help=f"CA file to verify --host's certificate against (or ${target.CA_ENV}; default:"
+        " the system's store; without --host: the config's CA, make -s tls-ca)",
+    )
     parser.add_argument("--users", type=int, help="peak users (default: locust.conf)")
     parser.add_argument("--spawn-rate", type=float, help="users started per second")
     parser.add_argument("--duration", help="run time, e.g. 30s, 5m (default: locust.conf)")
@@ -168,15 +178,23 @@ def run_seconds(args: argparse.Namespace) -> int:
 
 def build_plan(
     args: argparse.Namespace,
-    host: str,
+    host: str | target.Target,
     report_dir: Path,
     master_port: int | None = None,
     setup: loadgen.Setup | None = None,
 ) -> Plan:
     """The locust command lines: one master (or the only process) and the local workers; with
-    a loadgen setup, loadgen.yml's command lines too."""
+    a loadgen setup, loadgen.yml's command lines too. host: the target (a bare URL: the
+    system's trust store)."""
+    if isinstance(host, str):
+        host = target.Target(host.rstrip("/"), None, "--host")
+    ca = host.ca_file
     files = locustfiles(args.scenario)
-    cmd = [*LOCUST, "--config", str(CONFIG), "-f", files, "--host", host]
+    cmd = [*LOCUST, "--config", str(CONFIG), "-f", files, "--host", host.url]
+    # The users verify the certificate against it; the master sends it to its local workers
+    # (a loadgen host's workers use their own copy: roles/loadgen, LOADTEST_CA_FILE).
+    if ca:
+        cmd += ["--ca-file", str(ca)]
     if args.users is not None:
         cmd += ["--users", str(args.users)]
     if args.spawn_rate is not None:
@@ -238,13 +256,14 @@ def build_plan(
         start = loadgen.start_vars(
             setup,
             run_id=report_dir.name,
-            target=host,
+            target=host.url,
             files=loadgen.scenario_files(files),
             master_port=port,
             master_host=given,
             run_seconds=run_seconds(args),
             oracle_secret_file=args.oracle_secret_file or "",
             locust_version=locust_version(),
+            ca_file=str(ca) if ca else "",
         )
         collect = loadgen.collect_vars(
             setup, run_id=report_dir.name, collect_dir=report_dir / "workers"
@@ -260,7 +279,8 @@ def build_plan(
             "master": f"{bind}:{port}",
             "master_port": port,
             "master_host": given or "SSH_CLIENT",
-            "target": host,
+            "target": host.url,
+            "ca_file": str(ca) if ca else "",
             "run_id": report_dir.name,
             "locustfiles": start["loadgen_locustfiles"],
             "time_limit_s": start["loadgen_time_limit"],
@@ -293,27 +313,32 @@ def free_port(bind: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def resolve_host_and_secret(args: argparse.Namespace, setup: loadgen.Setup | None = None) -> str:
-    """The target URL; fills args.oracle_secret_file from the VM's secrets when it is the VM,
-    from configs/ENV's with --loadgen ENV."""
+def resolve_host_and_secret(
+    args: argparse.Namespace, setup: loadgen.Setup | None = None
+) -> target.Target:
+    """The target (loadtests/target.py): --host, else the local VM, else (--loadgen ENV) the
+    inventory's; fills args.oracle_secret_file from the VM's secrets when it is the VM, from
+    configs/ENV's with --loadgen ENV. Exits with the reason when there is none."""
     no_secret = not os.environ.get(ORACLE_ENV) and not args.oracle_secret_file
-    if setup:
-        env_secret = loadgen.secret_path(setup.env_dir, setup.inventory)
-        if no_secret and env_secret.is_file():
-            args.oracle_secret_file = str(env_secret)
-        return args.host.rstrip("/") if args.host else setup.target
-    if args.host:
-        return args.host.rstrip("/")
-    from benchlib import SECRETS, vm_address  # the VM: only when no --host
-
     try:
-        address = vm_address()
-    except (OSError, subprocess.CalledProcessError) as exc:
-        sys.exit(f"run: no --host and no local VM address ({exc}); try make demo")
+        if setup:
+            env_secret = loadgen.secret_path(setup.env_dir, setup.inventory)
+            if no_secret and env_secret.is_file():
+                args.oracle_secret_file = str(env_secret)
+            if args.host:
+                return target.given_target(args.host, args.ca_file)
+            return target.Target(setup.target, setup.ca_file, f"configs/{setup.env}")
+        if args.host:
+            return target.given_target(args.host, args.ca_file)
+        found = target.vm_target()
+    except target.TargetError as exc:
+        sys.exit(f"run: {exc}" + ("" if args.host or setup else "; try make demo"))
+    from benchlib import SECRETS  # the VM: only when no --host
+
     vm_secret = SECRETS / "oracle_secret"
     if no_secret and vm_secret.is_file():
         args.oracle_secret_file = str(vm_secret)
-    return f"http://{address}"
+    return found
 
 
 def _readable(path: str) -> bool:
@@ -504,6 +529,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run: --loadgen {args.loadgen}: {exc}", file=sys.stderr)
             return 2
     host = resolve_host_and_secret(args, setup)
+    if host.https and not args.dry_run:
+        # Fail here with the reason, not in every request of the run.
+        try:
+            target.check_certificate(host.url, host.ca_file)
+        except target.TargetError as exc:
+            print(f"run: {exc}", file=sys.stderr)
+            return 2
     report_dir = new_report_dir(args.reports_root, args.scenario)
     if args.master_port or args.remote_workers:
         port = None
@@ -513,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     if setup:
         print(describe_loadgen(args, plan), flush=True)
         if setup.target_host and not args.host:
-            print(f"run: target {host}: {setup.target_host}'s default IPv4 address", flush=True)
+            print(f"run: target {host.url}: {setup.target_host}'s default IPv4 address", flush=True)
     if args.dry_run:
         for cmd in [plan.master, *plan.workers]:
             print(shlex.join(cmd))
@@ -537,7 +569,10 @@ def main(argv: list[str] | None = None) -> int:
     report_dir.mkdir(parents=True, exist_ok=True)
     if plan.workers or setup:
         (report_dir / "workers").mkdir(exist_ok=True)
-    print(f"run: {args.scenario} against {host}; reports in {report_dir}", flush=True)
+    print(f"run: {args.scenario} against {host.url}; reports in {report_dir}", flush=True)
+    if host.https:
+        trust = host.ca_file or "the system's trust store"
+        print(f"run: the users verify its certificate against {trust}", flush=True)
     stop = StopRequest()
     stop.install()
     master = subprocess.Popen(plan.master, cwd=plan.cwd)

@@ -2,13 +2,16 @@
 
 Every scenario (one locustfile each, beside this module) imports it, which registers:
 - options: --thresholds (env LOCUST_THRESHOLDS), --scenario, --enforce-thresholds,
-  --oracle-secret-file (env CAPTCHA_ORACLE_SECRET_FILE), --report-dir;
+  --oracle-secret-file (env CAPTCHA_ORACLE_SECRET_FILE), --report-dir, --ca-file;
 - on the master (or the only process): the thresholds are checked when the run ends, a verdict
   table is printed and the exit code set (loadcheck.EXIT_THRESHOLDS on a breach);
 - on each worker: its own request count, written to <report-dir>/workers/ at exit, so that a
   distributed run can be checked against the master's sum.
 The oracle secret comes from the environment (CAPTCHA_ORACLE_SECRET) or a file; it is sent in
 the X-Captcha-Oracle header only, never logged.
+Every user verifies the server's certificate (chain and host name), never insecure: against the
+CA file of LOADTEST_CA_FILE (a remote worker's: it wins over the master's option) or --ca-file
+(run.py passes the config's CA, loadtests/target.py), else the system's trust store.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.ssl
 import loadcheck
 from loadcheck import group_name
 from locust import FastHttpUser, events
@@ -33,6 +37,8 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 ORACLE_HEADER = "X-Captcha-Oracle"
 ORACLE_ENV = "CAPTCHA_ORACLE_SECRET"
+# loadtests/target.py's CA_ENV (this folder is copied alone to the loadgen hosts).
+CA_ENV = "LOADTEST_CA_FILE"
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parents[1] / "thresholds.toml"
 CREATED_KEYS = frozenset({"id", "image_url", "verify_url", "expires_in"})
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -48,6 +54,7 @@ class _State:
     requests = 0
     failures = 0
     secret: str | None = None
+    ca_file: str | None = None
 
 
 _state = _State()
@@ -87,6 +94,13 @@ def _add_options(parser: Any, **_: Any) -> None:
         default="",
         include_in_web_ui=False,
         help="folder for summary.json and the workers' own counts",
+    )
+    parser.add_argument(
+        "--ca-file",
+        default="",
+        include_in_web_ui=False,
+        help=f"CA certificate(s) to verify the target against (the {CA_ENV} variable wins;"
+        " default: the system's trust store)",
     )
 
 
@@ -245,6 +259,29 @@ def oracle_secret(environment: Environment) -> str:
     return _state.secret
 
 
+def ca_file(environment: Environment) -> str:
+    """The CA file the users trust: $LOADTEST_CA_FILE, else --ca-file, else '' (the system's
+    store); read once per process."""
+    if _state.ca_file is None:
+        option = getattr(environment.parsed_options, "ca_file", "") or ""
+        _state.ca_file = os.environ.get(CA_ENV, "").strip() or option
+    return _state.ca_file
+
+
+def verifying_context_factory(ca: str) -> Any:
+    """An ssl_context_factory for FastHttpUser: a context that verifies the chain and the host
+    name, against ca alone when given (geventhttpclient passes its own bundle as cafile: replaced
+    by ca), else against what it passes (the system's or certifi's store)."""
+
+    def factory(cafile: str | None = None, **_: Any) -> gevent.ssl.SSLContext:
+        context = gevent.ssl.create_default_context(cafile=ca or cafile)
+        context.check_hostname = True
+        context.verify_mode = gevent.ssl.CERT_REQUIRED
+        return context
+
+    return factory
+
+
 def describe(resp: Any) -> str:
     """A failure message: the status and the error body (never a created captcha's body)."""
     if not resp.status_code:
@@ -286,6 +323,13 @@ class CaptchaUser(FastHttpUser):
     abstract = True
     # The flow verifies with the right answer, which only the oracle gives.
     needs_oracle = True
+    # Certificates are verified, always (locust's FastHttpUser does not by default).
+    insecure = False
+
+    def __init__(self, environment: Environment) -> None:
+        # Before FastHttpUser.__init__, which makes the client with this factory.
+        self.ssl_context_factory = verifying_context_factory(ca_file(environment))
+        super().__init__(environment)
 
     def on_start(self) -> None:
         secret = oracle_secret(self.environment)

@@ -75,7 +75,10 @@ def test_make_loadtest_smoke_run_passes_and_writes_its_reports(deployed: Stack) 
     shutil.rmtree(kept, ignore_errors=True)
     shutil.move(report, kept)  # beside the deploy logs, out of the checkout
     assert proc.returncode == 0, output(proc)
-    assert f"against http://{deployed.address};" in proc.stdout
+    # Over https, the certificate verified against the config's CA (make -s tls-ca).
+    assert f"against https://{deployed.address};" in proc.stdout
+    ca = ROOT / "configs/local/.secrets/tls-ca/ca.crt"
+    assert f"run: the users verify its certificate against {ca}" in proc.stdout
     assert re.search(r"^  PASS: \d+ met; exit 0$", proc.stdout, re.M), proc.stdout
     assert secret("oracle_secret") not in output(proc)
 
@@ -157,3 +160,29 @@ def test_two_workers_report_the_sum_of_both(deployed: Stack, tmp_path: Path) -> 
     for n in (1, 2):
         assert (report / "workers" / f"worker-{n}.log").is_file()
     assert {c["status"] for c in result["checks"]} == {"PASS"}, result["checks"]
+
+
+def test_make_tls_ca_names_the_ca_the_runs_trust_and_another_ca_is_refused(
+    deployed: Stack, tmp_path: Path
+) -> None:
+    shown = subprocess.run(
+        ["make", "-s", "tls-ca"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=30
+    )
+    ca = ROOT / "configs/local/.secrets/tls-ca/ca.crt"
+    assert (shown.returncode, shown.stdout) == (0, f"{ca}\n"), output(shown)
+    # A CA that did not sign the VM's certificate: refused before any load, with the reason.
+    other = tmp_path / "other-ca.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-subj", "/CN=another CA", "-days", "1", "-keyout", str(tmp_path / "k"),
+         "-out", str(other)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--host", f"https://{deployed.address}", "--ca-file",
+         str(other), "--duration", "5s", "--reports-root", str(tmp_path / "reports")],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, output(proc)
+    assert f"the certificate does not verify against {other}" in proc.stderr, output(proc)
+    assert not (tmp_path / "reports").exists()  # no run began

@@ -210,6 +210,7 @@ def test_start_step_of_the_playbook() -> None:
         "loadgen_time_limit": loadgen.time_limit(120),
         "loadgen_oracle_secret_file": "",
         "loadgen_locust_version": run.locust_version(),
+        "loadgen_ca_file": "",
     }
 
 
@@ -264,13 +265,61 @@ def test_the_secret_defaults_to_the_envs(tmp_path: Path, monkeypatch: pytest.Mon
     (tmp_path / ".secrets/app1/oracle_secret").write_text("x\n")
     lab = loadgen.Setup("lab", tmp_path, inv, 1, TARGET, "lb1")
     args = run.parse_args(["--loadgen", "lab"])
-    assert run.resolve_host_and_secret(args, lab) == TARGET
+    assert run.resolve_host_and_secret(args, lab).url == TARGET
     assert args.oracle_secret_file == str(tmp_path / ".secrets/app1/oracle_secret")
     # --host wins over the inventory's target; the environment's secret over the file.
     monkeypatch.setenv("CAPTCHA_ORACLE_SECRET", "from-env")
     args = run.parse_args(["--loadgen", "lab", "--host", "http://other:8080/"])
-    assert run.resolve_host_and_secret(args, lab) == "http://other:8080"
+    assert run.resolve_host_and_secret(args, lab).url == "http://other:8080"
     assert args.oracle_secret_file is None
+
+
+def test_the_configs_ca_reaches_the_master_and_the_workers_run_folder(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    args = run.parse_args(["--loadgen", "lab"])
+    lab = setup()
+    https = run.target.Target("https://10.231.2.2", ca, "configs/lab")
+    p = run.build_plan(args, https, REPORT, 41000, lab)
+    assert option(p.master, "--host") == "https://10.231.2.2"
+    assert option(p.master, "--ca-file") == str(ca)  # the users' and the local workers'
+    start = extra_vars(p.loadgen_start)
+    assert start["loadgen_ca_file"] == str(ca)  # the role copies it into the run's folder
+    assert start["loadgen_target"] == "https://10.231.2.2"
+    assert p.loadgen["ca_file"] == str(ca)
+
+
+@pytest.mark.parametrize(
+    ("mode", "url", "has_ca"),
+    [
+        ("local-ca", "https://10.231.2.2", True),
+        ("acme", "https://10.231.2.2", False),
+        ("off", "http://10.231.2.2:8080", False),
+    ],
+)
+def test_the_inventorys_tls_mode_chooses_the_scheme_and_the_ca(
+    tmp_path: Path, mode: str, url: str, has_ca: bool
+) -> None:
+    ca = tmp_path / "lab" / ".secrets/tls-ca/ca.crt"
+    ca.parent.mkdir(parents=True)
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    port = 8080 if mode == "off" else 443
+    found, trust = loadgen.tls_target("lab", mode, "10.231.2.2", port, configs=tmp_path)
+    assert (found, trust) == (url, ca.resolve() if has_ca else None)
+
+
+def test_local_ca_without_its_file_asks_for_a_deploy(tmp_path: Path) -> None:
+    (tmp_path / "lab").mkdir()
+    with pytest.raises(run.target.TargetError, match="deploy first"):
+        loadgen.tls_target("lab", "local-ca", "10.231.2.2", 443, configs=tmp_path)
+
+
+def test_tls_mode_from_the_inventory_else_the_roles_default() -> None:
+    hostvars = {"lb1": {"tls_mode": "off"}, "app1": {"tls_mode": "{{ x }}"}}
+    inv = loadgen.parse_inventory({**LAB, "_meta": {"hostvars": hostvars}})
+    assert loadgen.tls_mode(inv, "lb1") == "off"
+    default = yaml.safe_load((ROOT / "roles/tls/defaults/main.yml").read_text())["tls_mode"]
+    assert loadgen.tls_mode(inv, "app1") == default  # a template: not read here
+    assert loadgen.tls_mode(inv, "app2") == default
 
 
 # The role: what the hosts run, and what run.py assumes of it

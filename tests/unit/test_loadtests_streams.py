@@ -103,13 +103,11 @@ class FakeApi(BaseHTTPRequestHandler):
 def test_flow_creates_fetches_and_verifies_with_the_oracle(monkeypatch) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    real = bench_streams.http.client.HTTPConnection
     port = server.server_address[1]
-    monkeypatch.setattr(
-        bench_streams.http.client, "HTTPConnection", lambda a, _p, **kw: real(a, port, **kw)
-    )
+    # A plain http target here (the deployed site's is https, its CA's: target.py).
+    site = bench_streams.Target(f"http://127.0.0.1:{port}", None, "test")
     try:
-        assert bench_streams.flow("127.0.0.1", "s3cret")() is True
+        assert bench_streams.flow(site, "s3cret")() is True
     finally:
         server.shutdown()
     assert FakeApi.seen == [
