@@ -117,7 +117,10 @@ def test_a_client_s_large_headers_never_count_against_an_app_host(lab_deployed: 
 def test_the_lb_leaves_out_a_stopped_app_host_and_takes_it_back(lab_deployed: Lab):
     lab = lab_deployed
     app1 = f"{lab.app1.address}:{APP_PORT}"
-    args = ["--host", f"http://{lab.lb.address}", "--oracle-secret-file", str(oracle_file())]
+    args = [
+        *("--host", lab.lb.base_url, "--ca-file", str(lab.lb.ca_file)),
+        *("--oracle-secret-file", str(oracle_file())),
+    ]
     with BackgroundLoad(f"lab: app1 stopped {DOWN_SECONDS} s, {lab.lb.server}", args=args) as load:
         mark = access_log_size(lab)
         lab.app1.ssh("supervisorctl stop sample_app")
@@ -192,7 +195,10 @@ def test_the_firewall_admits_only_what_the_topology_needs(lab_deployed: Lab):
         assert connect(app.address, APP_PORT) == "refused", app.name
         assert connect(app.address, 80) == "refused", app.name  # its nginx is on loopback
     assert connect(lab.lb.address, REDIS_PORT) == "refused"
-    assert connect(lab.lb.address, 80) == "open"
+    assert connect(lab.lb.address, 80) == "open"  # its redirect to HTTPS
+    assert connect(lab.lb.address, 443) == "open"
+    for app in lab.apps:
+        assert connect(app.address, 443) != "open", app.name  # TLS ends at the lb
     # Inside it: the lb reaches the app servers, the app hosts reach Redis, and no more.
     assert connect_from(lab.lb, lab.app1.address, APP_PORT) == "open"
     assert connect_from(lab.app1, lab.lb.address, REDIS_PORT) == "open"
