@@ -25,7 +25,12 @@ REPORT_LINE = re.compile(r"^run: exit (\d+) .*; reports in (\S+)$", re.M)
 def env() -> dict[str, str]:
     """This shell's environment without anything that would change the run's defaults: the
     target and secret are then the VM's, as `make loadtest` finds them."""
-    drop = {"CAPTCHA_ORACLE_SECRET", "CAPTCHA_ORACLE_SECRET_FILE", "LOCUST_THRESHOLDS"}
+    drop = {
+        "CAPTCHA_ORACLE_SECRET",
+        "CAPTCHA_ORACLE_SECRET_FILE",
+        "LOCUST_THRESHOLDS",
+        "LOADTEST_CA_FILE",
+    }
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 

@@ -83,9 +83,24 @@ def upstreams(entries: list[str]) -> list[list[str]]:
 
 
 def test_a_second_deploy_changes_nothing_on_any_host(lab_deployed: Lab):
+    served = lab_deployed.lb.served_certificate()
     again = lab_deployed.deploy(f"lab-again-{lab_deployed.lb.server}")
     assert again.rc == 0, again.tail()
     assert changed_by_host(again) == {"lb1": 0, "app1": 0, "app2": 0}, again.tail()
+    # No certificate re-issued either.
+    assert lab_deployed.lb.served_certificate()["serialNumber"] == served["serialNumber"]
+
+
+def test_tls_ends_at_the_lb_which_alone_holds_the_key(lab_deployed: Lab):
+    lab = lab_deployed
+    # Verified against the lab config's own CA (stack.py trusts nothing else), for the lb's
+    # address.
+    names = lab.lb.served_certificate()["subjectAltName"]
+    assert ("IP Address", lab.lb.address) in names, names
+    key = lab.lb.ssh("stat -c '%a %U' /etc/ssl/sample_app/privkey.pem").stdout.split()
+    assert key == ["600", "root"]
+    for app in lab.apps:
+        assert app.ssh("ls /etc/ssl/sample_app", check=False).returncode != 0, app.name
 
 
 def test_requests_through_the_lb_reach_both_app_hosts(lab_deployed: Lab):
