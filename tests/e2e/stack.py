@@ -47,6 +47,7 @@ print(json.dumps([status, head, data.decode("utf-8", "replace")]))
 # one certificate the tests trust for the VMs' HTTPS, as `make -s tls-ca` prints it.
 TLS_CA = Path(".secrets/tls-ca/ca.crt")
 TLS_PORT = 443  # nginx_tls_port
+TLS_DIR = "/etc/ssl/sample_app"  # the tls role's tls_dir for the sample app
 RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -243,6 +244,15 @@ class Stack:
         (serialNumber, notBefore, notAfter, subjectAltName, ...)."""
         with self.tls_socket(timeout=10) as connection:
             return connection.getpeercert()
+
+    def installed_serial(self) -> int:
+        """The serial of the certificate installed for nginx on the VM (tls_certificate)."""
+        out = self.ssh(f"openssl x509 -noout -serial -in {TLS_DIR}/fullchain.pem").stdout
+        return int(out.strip().partition("=")[2], 16)
+
+    def installed_key_mode(self) -> list[str]:
+        """[mode, owner] of the certificate's private key on the VM (tls_certificate_key)."""
+        return self.ssh(f"stat -c '%a %U' {TLS_DIR}/privkey.pem").stdout.split()
 
     def https_connection(self, timeout: float = 10) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(

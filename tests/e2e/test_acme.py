@@ -50,19 +50,13 @@ def wait_for(what: str, seconds: float, check) -> None:
         time.sleep(2)
 
 
-def serial_on_disk(stack: Stack) -> int:
-    out = stack.ssh("openssl x509 -noout -serial -in /etc/ssl/sample_app/fullchain.pem").stdout
-    return int(out.strip().partition("=")[2], 16)
-
-
 def test_the_certificate_comes_through_nginx_and_verifies_against_pebbles_root(acme):
     status, serial = acme.served()
     assert status == 200
-    assert serial == serial_on_disk(acme.stack)
+    assert serial == acme.stack.installed_serial()
     issuer = acme.stack.ssh("openssl x509 -noout -issuer -in /etc/ssl/sample_app/fullchain.pem")
     assert "Pebble" in issuer.stdout
-    key = acme.stack.ssh("stat -c '%a %U' /etc/ssl/sample_app/privkey.pem").stdout.split()
-    assert key == ["600", "root"]
+    assert acme.stack.installed_key_mode() == ["600", "root"]
 
 
 def test_a_second_deploy_reissues_nothing(acme):

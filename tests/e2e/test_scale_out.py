@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import pebble
 from conftest import SERVERS
 from lab import (
     NAME as LAB_NAME,
@@ -31,7 +32,15 @@ from lab import (
     vm,
 )
 from load import REPORT_LINE, RUN, BackgroundLoad, env
-from stack import FIGURES, HEADER_LINES, ROOT, long_headers, many_headers, require_booted
+from stack import (
+    FIGURES,
+    HEADER_LINES,
+    ROOT,
+    TLS_DIR,
+    long_headers,
+    many_headers,
+    require_booted,
+)
 from terminal import make_pdb, make_profiler
 
 APP_PORT = 8000  # app_listen_port
@@ -97,10 +106,9 @@ def test_tls_ends_at_the_lb_which_alone_holds_the_key(lab_deployed: Lab):
     # address.
     names = lab.lb.served_certificate()["subjectAltName"]
     assert ("IP Address", lab.lb.address) in names, names
-    key = lab.lb.ssh("stat -c '%a %U' /etc/ssl/sample_app/privkey.pem").stdout.split()
-    assert key == ["600", "root"]
+    assert lab.lb.installed_key_mode() == ["600", "root"]
     for app in lab.apps:
-        assert app.ssh("ls /etc/ssl/sample_app", check=False).returncode != 0, app.name
+        assert app.ssh(f"ls {TLS_DIR}", check=False).returncode != 0, app.name
 
 
 def test_requests_through_the_lb_reach_both_app_hosts(lab_deployed: Lab):
@@ -298,3 +306,27 @@ def test_an_app_host_added_to_the_inventory_serves_after_one_deploy(
     assert added.rc == 0, added.tail()
     answered = lab.hosts_answering(40)
     assert set(answered) == {lab.app1.name, lab.app2.name}, answered
+
+
+def test_the_lb_alone_gets_the_certificate_from_an_acme_server(lab: Lab):
+    """Once, whichever server the lab runs (the certificate is the lb's nginx's): Pebble on the
+    lb, the lab deployed in acme mode, then back to the lab's local CA."""
+    if lab.lb.server is None:
+        deployed = lab.deploy("lab-deploy-for-acme", app_server=SERVERS[0])
+        assert deployed.rc == 0, deployed.tail()
+    acme = pebble.start(lab.lb, "lab.acme.test", validity=3600)
+    try:
+        result = lab.deploy(f"lab-acme-{lab.lb.server}", **acme.deploy_vars(interval=3600))
+        assert result.rc == 0, result.tail()
+        status, serial = acme.served()
+        assert status == 200
+        assert serial == lab.lb.installed_serial()
+        # The lb runs the ACME client and its renewal; the app hosts hold neither.
+        timer = lab.lb.ssh("systemctl is-active sample_app-tls-renew.timer", check=False)
+        assert timer.stdout.strip() == "active"
+        for app in lab.apps:
+            assert app.ssh(f"ls /opt/certbot {TLS_DIR}", check=False).returncode != 0
+    finally:
+        pebble.stop(lab.lb)
+        restored = lab.deploy(f"lab-after-acme-{lab.lb.server}")
+        assert restored.rc == 0, restored.tail()
