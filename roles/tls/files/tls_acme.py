@@ -109,13 +109,14 @@ def issue_args(settings: Settings, force: bool) -> list[str]:
 
 
 def failure_reason(result: subprocess.CompletedProcess[str]) -> str:
-    """certbot's own words: its last lines on stderr (it logs the detail to its log file)."""
+    """certbot's own words: its last lines (a challenge's detail goes to stdout, the summary to
+    stderr; the rest to its log file)."""
     lines = [
         line
-        for line in (result.stderr or result.stdout).splitlines()
+        for line in (result.stdout + result.stderr).splitlines()
         if line.strip() and not line.startswith(CERTBOT_BOILERPLATE)
     ]
-    return " / ".join(lines[-6:]) or f"certbot exited {result.returncode}"
+    return " / ".join(lines[-10:]) or f"certbot exited {result.returncode}"
 
 
 def issue(settings: Settings) -> int:
