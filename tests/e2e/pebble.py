@@ -23,8 +23,13 @@ DIRECTORY = "https://127.0.0.1:14000/dir"
 REFUSED = "refused.test"
 SETUP = r"""
 set -eu
-command -v pebble >/dev/null ||
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble >/dev/null
+# What a VM not deployed to yet lacks too (curl: the base role's).
+missing=0
+for tool in pebble curl openssl; do command -v $tool >/dev/null || missing=1; done
+if [ $missing = 1 ]; then
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble curl openssl >/dev/null
+fi
 mkdir -p {dir} && cd {dir}
 # Python 3.13 verifies strictly: the CA needs its key usage, the leaf its key identifiers.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
