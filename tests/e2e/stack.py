@@ -14,11 +14,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -141,6 +141,19 @@ def assert_unbuffered(arrivals: list[float], ended: float) -> None:
     assert arrivals[0] < 1.0, arrivals
     assert ended >= 2.5, ended
     assert arrivals[-1] - arrivals[0] >= 1.5, arrivals
+
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, check: Callable[[], T], seconds: float, interval: float = 0.2) -> T:
+    """check's first true value, asked every interval seconds; AssertionError after seconds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {seconds} s")
 
 
 # Contexts by CA file (and its change time): every request reuses one, a CA made anew is read anew.

@@ -13,7 +13,7 @@ import pytest
 
 import pebble
 from conftest import DEPLOY_VARS
-from stack import FIGURES, Stack
+from stack import FIGURES, Stack, wait_for
 
 DOMAIN = "acme.test"
 # Certificates of a few minutes: certbot renews with half of such a life left.
@@ -41,13 +41,6 @@ def vm_time(stack: Stack) -> str:
 def renewal_log(stack: Stack, since: str) -> str:
     """What the renewal's unit logged since `since` (vm_time)."""
     return stack.ssh(f"journalctl -u {UNIT} -o cat --no-pager --since @{since}").stdout
-
-
-def wait_for(what: str, seconds: float, check) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
-        time.sleep(2)
 
 
 def test_the_certificate_comes_through_nginx_and_verifies_against_pebbles_root(acme):
@@ -84,7 +77,7 @@ def test_renewal_happens_by_itself_and_no_request_fails(acme):
     loop = threading.Thread(target=requests)
     loop.start()
     try:
-        wait_for("a renewed certificate served", VALIDITY, lambda: acme.served()[1] != first)
+        wait_for("a renewed certificate served", lambda: acme.served()[1] != first, VALIDITY, 2)
     finally:
         stop.set()
         loop.join()
@@ -101,13 +94,13 @@ def test_without_the_acme_server_the_certificate_stays_and_renewal_recovers(acme
     try:
         # Due again with half its life left: the tries fail, and say so.
         failed = lambda: "renewal failed" in renewal_log(acme.stack, since)  # noqa: E731
-        wait_for("a failed renewal in the log", VALIDITY, failed)
+        wait_for("a failed renewal in the log", failed, VALIDITY, 2)
         status, serial = acme.served()
         assert (status, serial) == (200, before)
     finally:
         acme.mend()
     recovered = lambda: "works again" in renewal_log(acme.stack, since)  # noqa: E731
-    wait_for("renewal working again", 6 * INTERVAL, recovered)
+    wait_for("renewal working again", recovered, 6 * INTERVAL, 2)
     assert acme.served()[1] != before
 
 

@@ -22,21 +22,13 @@ import pytest
 from conftest import WORKERS
 from load import BackgroundLoad
 from releases import serving_release
-from stack import Stack
+from stack import Stack, wait_for
 
 WORKER_KILL_MAX_FAILED = 2
 MASTER_KILL_MAX_FAILED = 30
 RECOVERY_SECONDS = 30
 # The load must see the outage and the recovery.
 LOAD_SECONDS_AFTER = 5
-
-
-def wait_until(check, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {seconds} s")
-        time.sleep(0.5)
 
 
 def all_warm_on_current(stack: Stack) -> bool:
@@ -67,7 +59,7 @@ def test_a_killed_worker_is_respawned_and_warm_again(deployed: Stack):
         deployed.ssh(f"kill -{signal.SIGKILL.value} {victim}")
         deployed.wait_for_respawn(before, WORKERS)
         # Warm at once: the new worker ran the init as it loaded, before its first request.
-        wait_until(lambda: all_warm_on_current(deployed), RECOVERY_SECONDS, "warm again")
+        wait_for("warm again", lambda: all_warm_on_current(deployed), RECOVERY_SECONDS, 0.5)
         time.sleep(LOAD_SECONDS_AFTER)
     sent = load.stop()
     assert sent.requests > 0
@@ -80,24 +72,26 @@ def test_a_killed_master_is_restarted_by_supervisor(deployed: Stack):
     old_workers = deployed.worker_pids()
     with BackgroundLoad(f"{deployed.server}: SIGKILL the master") as load:
         deployed.ssh(f"kill -{signal.SIGKILL.value} {master}")
-        wait_until(
+        wait_for(
+            "restarted by supervisor",
             lambda: (
                 deployed.program_status().count(" RUNNING ") and deployed.master_pid() != master
             ),
             RECOVERY_SECONDS,
-            "restarted by supervisor",
+            0.5,
         )
-        wait_until(lambda: deployed.get("/healthz").status == 200, RECOVERY_SECONDS, "healthy")
+        wait_for("healthy", lambda: deployed.get("/healthz").status == 200, RECOVERY_SECONDS, 0.5)
         time.sleep(LOAD_SECONDS_AFTER)
     sent = load.stop()
     assert sent.failures <= MASTER_KILL_MAX_FAILED, sent.failure_messages()
     # No worker of the killed master lives on (it would hold an init slot or a pdb port): the
     # kernel sends them SIGTERM (wsgiprobe.workers.die_with_parent), they finish and exit.
     pids = ",".join(map(str, old_workers))
-    wait_until(
+    wait_for(
+        "without the old workers",
         lambda: not deployed.ssh(f"ps -o pid= -p {pids} || true").stdout.split(),
         RECOVERY_SECONDS,
-        "without the old workers",
+        0.5,
     )
     # The restart started every worker at once: those that found the init slot taken are
     # warmed by the next warm-up, as after any restart.
@@ -118,7 +112,7 @@ def test_the_store_stopped_answers_503_and_recovers_without_a_restart(deployed: 
         assert created.json()["error"]
         time.sleep(3)
         deployed.ssh(f"systemctl start {deployed.store_service()}")
-        wait_until(lambda: deployed.get("/healthz").status == 200, RECOVERY_SECONDS, "healthy")
+        wait_for("healthy", lambda: deployed.get("/healthz").status == 200, RECOVERY_SECONDS, 0.5)
     during = outage.stop()
     assert during.failures > 0, "the load never met the outage"
     # Every failure was the store's 503, none a 5xx of the server or a broken connection.

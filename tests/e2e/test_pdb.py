@@ -10,13 +10,12 @@ import json
 import shlex
 import socket
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
 from conftest import DEPLOY_VARS, PDB_TIMEOUT, WORKERS
-from stack import HttpResponse, Stack
+from stack import HttpResponse, Stack, wait_for
 from terminal import make_pdb
 
 BASE_PORT = 4440  # the pdb role's pdb_base_port
@@ -91,15 +90,6 @@ def listening(stack: Stack) -> list[str]:
         if len(fields) >= 4 and fields[3].rpartition(":")[2].isdigit()
         and int(fields[3].rpartition(":")[2]) in ports
     ]  # fmt: skip
-
-
-def wait_for(what: str, check: Callable[[], object], seconds: float) -> object:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {seconds} s")
 
 
 class SlowRequests:
