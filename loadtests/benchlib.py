@@ -33,7 +33,7 @@ from pathlib import Path
 import target as targets
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCALVM = [sys.executable, str(ROOT / "tools" / "localvm.py")]
+LOCALVM = targets.LOCALVM
 REPORTS = ROOT / "loadtests" / "reports"
 SECRETS = ROOT / "configs/local/.secrets/localvm"
 # The serving release's virtualenv (the deploy's current link).
@@ -60,9 +60,11 @@ def on_vm(command: str, stdin: str = "") -> str:
 
 
 def vm_address() -> str:
-    return subprocess.run(
-        [*LOCALVM, "address"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    """The local VM's address (target.py asks the VM tool; exits with the reason)."""
+    try:
+        return targets.vm_address()
+    except targets.TargetError as exc:
+        sys.exit(f"bench: {exc}")
 
 
 def vm_target() -> targets.Target:
