@@ -8,6 +8,7 @@ address, where nginx answers the HTTP-01 challenge on port 80.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from stack import Stack
 DIR = "/etc/pebble-test"
 UNIT = "pebble-test"
 DIRECTORY = "https://127.0.0.1:14000/dir"
+# The renewal wrapper's back-off state on the VM (roles/tls: tls_acme_state).
+STATE = "/var/lib/sample_app/tls-acme-state.json"
 # Refused by Pebble's blocklist: an ACME server that says no.
 REFUSED = "refused.test"
 SETUP = r"""
@@ -51,14 +54,14 @@ sed -i '/ {domain}$/d' /etc/hosts && echo "{address} {domain}" >> /etc/hosts
 systemctl stop {unit} 2>/dev/null || true
 systemctl reset-failed {unit} 2>/dev/null || true
 # Pebble forgets every account and certificate when it stops: so does certbot on the VM.
-rm -rf /etc/letsencrypt /var/lib/sample_app/tls-acme-state.json
+rm -rf /etc/letsencrypt {state}
 systemd-run --quiet --unit {unit} -E PEBBLE_VA_NOSLEEP=1 /usr/bin/pebble -config {dir}/config.json
 for i in $(seq 50); do curl -sf --cacert ca.pem {directory} >/dev/null && break; sleep 0.2; done
 curl -sf --cacert ca.pem https://127.0.0.1:15000/roots/0
 """
 STOP = f"""
 systemctl stop {UNIT} 2>/dev/null || true
-rm -rf /etc/letsencrypt /var/lib/sample_app/tls-acme-state.json
+rm -rf /etc/letsencrypt {STATE}
 nft delete table inet {UNIT} 2>/dev/null || true
 rm -rf {DIR}
 """
@@ -104,6 +107,16 @@ class Pebble:
             status_line = tls.makefile("rb").readline().decode()
         return int(status_line.split()[1]), x509.load_der_x509_certificate(der).serial_number
 
+    def hold_renewals(self, seconds: int) -> None:
+        """No renewal try for that long, through the wrapper's own back-off state (the deploy
+        leaves it alone); release_renewals ends it."""
+        next_try = int(self.stack.ssh("date +%s").stdout) + seconds
+        state = json.dumps({"failures": 0, "next_try": next_try})
+        self.stack.ssh(f"cat > {STATE}", stdin=state)
+
+    def release_renewals(self) -> None:
+        self.stack.ssh(f"rm -f {STATE}")
+
     def cut(self) -> None:
         self.stack.ssh(CUT)
 
@@ -116,7 +129,7 @@ def start(stack: Stack, domain: str, validity: int) -> Pebble:
     the VM."""
     script = SETUP.format(
         dir=DIR, unit=UNIT, refused=REFUSED, validity=validity, domain=domain,
-        address=stack.address, directory=DIRECTORY,
+        address=stack.address, directory=DIRECTORY, state=STATE,
     )  # fmt: skip
     root = stack.ssh(script).stdout
     assert "BEGIN CERTIFICATE" in root, root
