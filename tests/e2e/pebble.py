@@ -8,7 +8,6 @@ address, where nginx answers the HTTP-01 challenge on port 80.
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 from dataclasses import dataclass
@@ -106,16 +105,6 @@ class Pebble:
             tls.sendall(request.encode())
             status_line = tls.makefile("rb").readline().decode()
         return int(status_line.split()[1]), x509.load_der_x509_certificate(der).serial_number
-
-    def hold_renewals(self, seconds: int) -> None:
-        """No renewal try for that long, through the wrapper's own back-off state (the deploy
-        leaves it alone); release_renewals ends it."""
-        next_try = int(self.stack.ssh("date +%s").stdout) + seconds
-        state = json.dumps({"failures": 0, "next_try": next_try})
-        self.stack.ssh(f"cat > {STATE}", stdin=state)
-
-    def release_renewals(self) -> None:
-        self.stack.ssh(f"rm -f {STATE}")
 
     def cut(self) -> None:
         self.stack.ssh(CUT)
