@@ -148,26 +148,26 @@ loadtest-ui: venv ## Locust's web UI on http://127.0.0.1:8089 (the variables of 
 
 bench: venv ## Benchmark: nginx+uWSGI vs nginx+gunicorn vs each server alone, then HTTPS vs HTTP (bench-tls), as ratios
 	@command -v wrk >/dev/null || { echo "bench: needs wrk (apt-get install wrk)"; exit 1; }
-	$(BIN)/python loadtests/bench.py
-	$(BIN)/python loadtests/bench_tls.py
+	$(BIN)/python loadtests/bench/bench_servers.py
+	$(BIN)/python loadtests/bench/bench_tls.py
 
 bench-tls: venv ## Benchmark: captcha over HTTPS keep-alive vs plain HTTP per core, and full TLS handshakes/s
 	@command -v openssl >/dev/null || { echo "bench-tls: needs openssl (apt-get install openssl)"; exit 1; }
-	$(BIN)/python loadtests/bench_tls.py
+	$(BIN)/python loadtests/bench/bench_tls.py
 
 bench-profiler: venv ## Benchmark: the profiler's cost as ratios of the plain app, raw Dozer, disk after load
 	@command -v wrk >/dev/null || { echo "bench-profiler: needs wrk (apt-get install wrk)"; exit 1; }
-	$(BIN)/python loadtests/bench_profiler.py
+	$(BIN)/python loadtests/bench/bench_profiler.py
 
 bench-warmup: venv ## Benchmark: warm-up time vs (N/K+1) x init, and a steady load's p99 during it vs before
-	$(BIN)/python loadtests/bench_warmup.py
+	$(BIN)/python loadtests/bench/bench_warmup.py
 
 bench-captcha: venv ## Benchmark: captcha images/s per core, library alone vs endpoint via nginx
 	@command -v wrk >/dev/null || { echo "bench-captcha: needs wrk (apt-get install wrk)"; exit 1; }
-	$(BIN)/python loadtests/bench_captcha.py
+	$(BIN)/python loadtests/bench/bench_captcha.py
 
 bench-streams: venv ## Benchmark: p99 of /healthz and the captcha flow with 100 /events streams open vs none
-	$(BIN)/python loadtests/bench_streams.py
+	$(BIN)/python loadtests/bench/bench_streams.py
 
 lint: venv ## ansible-lint (production profile), yamllint, ruff, vagrant validate
 	$(BIN)/ansible-lint --nocolor

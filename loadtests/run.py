@@ -333,9 +333,7 @@ def resolve_host_and_secret(
         found = target.vm_target()
     except target.TargetError as exc:
         sys.exit(f"run: {exc}" + ("" if args.host or setup else "; try make demo"))
-    from benchlib import SECRETS  # the VM: only when no --host
-
-    vm_secret = SECRETS / "oracle_secret"
+    vm_secret = target.VM_SECRETS / "oracle_secret"
     if no_secret and vm_secret.is_file():
         args.oracle_secret_file = str(vm_secret)
     return found

@@ -40,8 +40,10 @@ LOCALVM = [sys.executable, str(ROOT / "tools" / "localvm.py")]
 # Mirrors the tls role's CA folder (roles/tls/defaults/main.yml: under the inventory's folder),
 # and its certificate's name there. test_loadtests_target.py checks that they agree.
 CA_IN_CONFIG = Path(".secrets/tls-ca/ca.crt")
-# The config of the local VM (make vm; make deploy with ENV=local).
+# The config of the local VM (make vm; make deploy with ENV=local), and where its deploy keeps
+# the secrets it generated (the roles' *_secret files, under the inventory's .secrets/).
 VM_ENV = "local"
+VM_SECRETS = CONFIGS / VM_ENV / ".secrets/localvm"
 # The environment variable that names a CA file; it wins over --ca-file (see above).
 CA_ENV = "LOADTEST_CA_FILE"
 HTTPS_PORT = 443

@@ -1,5 +1,5 @@
-"""loadtests/bench.py's pure parts: wrk's output, CPU shares, void figures, limits, ratios,
-the temporary nginx blocks and the instances' command lines. No VM here."""
+"""loadtests/bench/bench_servers.py's pure parts: wrk's output, CPU shares, void figures, limits,
+ratios, the temporary nginx blocks and the instances' command lines. No VM here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from loadtests_import import load
 
-bench = load("bench")
+bench = load("bench/bench_servers")
 Sample = bench.Sample
 
 WRK_OK = """Running 5s test @ http://10.231.0.2:9211/healthz

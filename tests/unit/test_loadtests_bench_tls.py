@@ -7,7 +7,7 @@ import pytest
 
 from loadtests_import import load
 
-bench_tls = load("bench_tls")
+bench_tls = load("bench/bench_tls")
 
 
 def _run(side: str, requests: int, app: float, nginx: float, **kw: object) -> object:

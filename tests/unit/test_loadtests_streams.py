@@ -15,7 +15,7 @@ import pytest
 
 from loadtests_import import load
 
-bench_streams = load("bench_streams")
+bench_streams = load("bench/bench_streams")
 streams = load("streams")
 benchlib = sys.modules["benchlib"]
 

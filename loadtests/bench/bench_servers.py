@@ -159,7 +159,7 @@ def start(config: Config, address: str) -> None:
 
 def nginx_conf(address: str, configs: list[Config], ceiling_port: int) -> str:
     """Temporary server blocks: one per instance behind nginx, and the ceiling's."""
-    blocks = ["# Written by loadtests/bench.py for one run; it removes this file at the end.\n"]
+    blocks = ["# Written by loadtests/bench/bench_servers.py for one run, which then removes it.\n"]
     for config in configs:
         if not config.behind_nginx or config.server is None:
             continue

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench import busy_share, cpu_times
+from bench_servers import busy_share, cpu_times
 from benchlib import (
     APP_CPU,
     CLOCK_TICKS,

@@ -30,12 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# The benchmarks are scripts in loadtests/bench/; the target module is loadtests' own.
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 import target as targets
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = targets.ROOT
 LOCALVM = targets.LOCALVM
 REPORTS = ROOT / "loadtests" / "reports"
-SECRETS = ROOT / "configs/local/.secrets/localvm"
 # The serving release's virtualenv (the deploy's current link).
 VENV = "/srv/sample_app/current/venv"
 # The request workers' program (not the stream pool's, which has a -streams config file).
@@ -149,7 +150,7 @@ def pin(pattern: str, cpus: str) -> None:
 
 
 def secret(name: str) -> str:
-    return (SECRETS / name).read_text().strip()
+    return (targets.VM_SECRETS / name).read_text().strip()
 
 
 def create_captcha(site: targets.Target) -> str:

@@ -40,7 +40,7 @@ from benchlib import (
 from target import Target
 
 GOAL = 2.0  # with-streams p99 / baseline p99, per metric
-HOLDER = Path(__file__).with_name("streams.py")
+HOLDER = Path(__file__).resolve().parents[1] / "streams.py"
 METRICS = {"healthz": "/healthz", "flow": "captcha flow"}
 MIN_SAMPLES = 20
 
