@@ -44,8 +44,8 @@ PROFILER_PORT ?= 8081
 # Worker of `make pdb`, 1-based; POKE=1 sends requests to wake an idle one.
 WORKER ?= 1
 POKE ?=
-# The inventory host of `make pdb` and `make profiler` (default: the first app host); for
-# `make loadtest`, HOST is the target URL instead.
+# The inventory host of `make pdb` and `make profiler` (default: the first app host). Only
+# that: `make loadtest`'s other target is URL=.
 HOST ?=
 
 BIN := $(VENV)/bin
@@ -55,11 +55,11 @@ PLAYBOOK := ANSIBLE_CONFIG=ansible.cfg $(BIN)/ansible-playbook -i configs/$(ENV)
 DEPLOY_VARS := $(if $(APP_SERVER),-e app_server=$(APP_SERVER)) $(ARGS)
 # make loadtest / loadtest-ui (loadtests/README.md): a variable left empty keeps run.py's and
 # locust.conf's default (the local VM over https, trusting configs/local's CA, scenario flow,
-# 10 users, 30 s, one process). HOST=https://... CA=FILE: another target and the CA to trust.
+# 10 users, 30 s, one process). URL=https://... CA=FILE: another target and the CA to trust.
 # LOADGEN=1: also locust workers on configs/$(ENV)'s loadgen hosts, LOADGEN_WORKERS=K each.
 LOADGEN ?=
 LOADGEN_WORKERS ?=
-LOADTEST_OPTS := $(if $(HOST),--host $(HOST)) $(if $(CA),--ca-file $(CA)) $(if $(SCENARIO),--scenario $(SCENARIO)) \
+LOADTEST_OPTS := $(if $(URL),--host $(URL)) $(if $(CA),--ca-file $(CA)) $(if $(SCENARIO),--scenario $(SCENARIO)) \
 	$(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(TAGS),--tags $(TAGS)) \
 	$(if $(LOADGEN),--loadgen $(ENV)) $(if $(LOADGEN_WORKERS),--loadgen-workers $(LOADGEN_WORKERS))
@@ -70,7 +70,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "  Variables: ENV=local|vagrant|<config> APP_SERVER=uwsgi|gunicorn ARGS='-e var=value' CMD='...' KEEP_VM=1"
-	@echo "  Load tests: HOST=https://... CA=ca.crt DURATION=30s USERS=10 WORKERS=N SCENARIO=flow|negative|all TAGS=smoke,load"
+	@echo "  Load tests: URL=https://... CA=ca.crt DURATION=30s USERS=10 WORKERS=N SCENARIO=flow|negative|all TAGS=smoke,load"
 	@echo "              LOADGEN=1 LOADGEN_WORKERS=K (workers on configs/ENV's loadgen hosts, e.g. ENV=lab)"
 	@echo "  Several hosts: make vm N=3; make deploy ENV=lab; make pdb ENV=lab HOST=app2 WORKER=1"
 

@@ -80,7 +80,7 @@ def require_ca(env: str = VM_ENV, configs: Path = CONFIGS) -> Path:
         raise TargetError(
             f"no CA for configs/{env} yet ({path} is missing): deploy first"
             f" (make deploy ENV={env}; tls_mode local-ca makes it), or, with tls_mode acme or"
-            " off, give the URL yourself (HOST=https://... or http://...)"
+            " off, give the URL yourself (URL=https://... or http://...)"
         )
     return path
 
