@@ -14,7 +14,7 @@ First the load generator's ceiling: wrk against an nginx `return 200` block, ngi
 CPU (wrk's own ceiling) and on the front CPU (wrk and nginx sharing it, the front of the
 "nginx+" configurations). A figure near its ceiling, or with the front CPU saturated while the
 app CPU is not, was limited by the generator, not the server: the table says so. CPU shares
-come from this host's /proc/stat, right for the nspawn VM (one kernel, the same CPUs). Per
+come from this host's /proc/stat, right for the local VM (one kernel, the same CPUs). Per
 core is requests per CPU second of the instance's own processes (/proc/PID/stat in the VM),
 so that other load on a shared machine does not lower it; the table names the figures during
 which other processes took the app CPU.

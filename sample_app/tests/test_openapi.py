@@ -11,7 +11,7 @@ from werkzeug.serving import make_server
 
 from sample_app import create_app
 
-# The settings of every schemathesis run against the app, here and on the test VM.
+# The settings of every schemathesis run against the app, here and on the local VM.
 SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
