@@ -17,8 +17,8 @@ import yaml
 from stack import LOCALVM, ROOT, Deploy, Stack
 
 INVENTORY = "configs/lab"
-NAME = os.environ.get("LOCALVM_LAB", "lab")
-SUBNET = IPv4Network(os.environ.get("LOCALVM_LAB_SUBNET", "10.231.2.0/24"))
+NAME = os.environ["LOCALVM_LAB"]  # stack.py: the tests' own lab unless told
+SUBNET = IPv4Network(os.environ["LOCALVM_LAB_SUBNET"])
 # Inventory host -> its VM, in configs/lab/hosts.yml's order (the VM's index).
 HOSTS = {"lb1": 1, "app1": 2, "app2": 3}
 WORKERS = 2  # per app host: three VMs share this machine's cores

@@ -24,6 +24,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCALVM = [sys.executable, str(ROOT / "tools" / "localvm.py")]
+# The tests destroy the VMs they boot: run as a bare `pytest tests/e2e/...`, they boot VMs of
+# their own (lane A's of make e2e), never the user's (make vm's flaskvm, its lab).
+for _variable, _value in {
+    "LOCALVM_NAME": "flasktest",
+    "LOCALVM_SUBNET": "10.231.1.0/24",
+    "LOCALVM_LAB": "e2elab",
+    "LOCALVM_LAB_SUBNET": "10.231.4.0/24",
+}.items():
+    os.environ.setdefault(_variable, _value)
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 LOG_DIR = Path(os.environ.get("E2E_LOG_DIR", "/tmp/e2e-logs"))
 # Every deploy of the session: (label, seconds, changed), printed at the end of the run.
@@ -74,7 +83,7 @@ def booted_vm(what: str, **fields: Any) -> Iterator[Stack]:
     `fields`); destroyed after, unless KEEP_VM=1."""
     up = subprocess.run([*LOCALVM, "up"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     require_booted(up, what)
-    name = os.environ.get("LOCALVM_NAME", "flaskvm")
+    name = os.environ["LOCALVM_NAME"]
     address = localvm("address").stdout.strip()
     ssh_config = localvm("ssh-config").stdout.strip()
     yield Stack(name=name, address=address, ssh_config=ssh_config, **fields)
