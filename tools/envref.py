@@ -1,12 +1,14 @@
 """Write the table of the toolkit's WSGIPROBE_* variables into profiling/README.md, from the code.
 
 The reads are found by parsing every module of profiling/src/wsgiprobe (so code may move between
-modules): a `.get(NAME[, default])`, an `environ[NAME]`, or a call to a reader, i.e. any function
+modules): a `.get(NAME[, default])` or `os.getenv(...)`, an `environ[NAME]`, or a call to a
+reader, i.e. any function
 of the package that reads its own parameter as a variable's name (envvars.env_flag, env_int,
 env_float, and local helpers alike), whose `default` parameter gives the default. A fallback
 around the read wins: `env.get(NAME, "").strip() or DEFAULT`, `read(NAME) if NAME in env else
 DEFAULT`. Names and defaults may be literals or the package's module-level constants. A read in
-a `raise` only quotes a value for its message and is left out.
+a `raise` only quotes a value for its message and is left out. A name spelled out in the code
+that no read found is reported: a way of reading this script does not know yet.
 
 A variable's meaning comes from one place, the `MEANINGS` table of wsgiprobe/envvars.py: some
 variables are read by several modules. `make reference` rewrites the table between the markers;
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -189,7 +192,7 @@ class Package:
         self, module: Module, call: ast.Call, readers: dict[tuple[str, str], Reader]
     ) -> ast.expr | None:
         func = call.func
-        if isinstance(func, ast.Attribute) and func.attr == "get" and call.args:
+        if _is_get(func) and call.args:
             return call.args[0]
         found = self.target(module, func)
         reader = readers.get(found) if found else None
@@ -225,7 +228,7 @@ class Package:
         if isinstance(node, ast.Subscript):
             return REQUIRED
         assert isinstance(node, ast.Call)
-        if isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+        if _is_get(node.func):
             return self._shown(module, node.args[1]) if len(node.args) > 1 else UNSET
         target = self.target(module, node.func)
         assert target is not None
@@ -269,6 +272,22 @@ class Package:
         value = self.value(module, expr)
         return expr if value is _UNRESOLVED else value
 
+    def mentions(self) -> dict[str, str]:
+        """Each name written as a string in the code (the MEANINGS table aside): where first."""
+        found: dict[str, str] = {}
+        for module in self.modules.values():
+            table = module.constants.get(TABLE_NAME)
+            skip = {id(node) for node in ast.walk(table)} if table is not None else set()
+            for node in ast.walk(module.tree):
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and re.fullmatch(PREFIX + r"[A-Z0-9_]+", node.value)
+                    and id(node) not in skip
+                ):
+                    found.setdefault(node.value, f"{module.name}:{node.lineno}")
+        return found
+
     def meanings(self) -> tuple[dict[str, str], list[str]]:
         """The one MEANINGS table of the package, and the problems finding it."""
         tables = [
@@ -300,6 +319,13 @@ def _reader(function: ast.FunctionDef, params: list[str], key: str) -> Reader:
         except ValueError:
             default = defaults[index - offset]
     return Reader(position, index, default)
+
+
+def _is_get(func: ast.expr) -> bool:
+    """`mapping.get(NAME[, default])`, `os.getenv(NAME[, default])` or `getenv(...)`."""
+    if isinstance(func, ast.Attribute):
+        return func.attr in ("get", "getenv")
+    return isinstance(func, ast.Name) and func.id == "getenv"
 
 
 def _walk_outside_raise(root: ast.AST) -> Iterator[ast.AST]:
@@ -361,6 +387,10 @@ def collect(sources: Path) -> tuple[list[Variable], list[str]]:
         variables.append(Variable(name, min(defaults), modules, meanings.get(name, "")))
     for name in sorted(set(meanings) - set(by_name)):
         problems.append(f"{TABLE_NAME} describes {name}, which no code reads")
+    # A name the code spells out but no read found: a way of reading this script misses.
+    for name, where in sorted(package.mentions().items()):
+        if name not in by_name:
+            problems.append(f"{name} is named at {where} but no read of it is found")
     return variables, problems
 
 

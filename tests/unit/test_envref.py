@@ -91,6 +91,7 @@ def test_the_reads_are_found_with_their_defaults_across_modules(tmp_path):
                     return (
                         env_flag(env, "WSGIPROBE_FLAG"),
                         env.get("WSGIPROBE_HOST", "").strip().lower() or "127.0.0.1",
+                        os.getenv("WSGIPROBE_HOST", "127.0.0.1"),
                         _listed(env, "WSGIPROBE_LIST") if "WSGIPROBE_LIST" in env else KEEP,
                         os.environ.get("WSGIPROBE_DIR") or None,
                         os.environ["WSGIPROBE_KEY"],
@@ -121,6 +122,7 @@ def test_a_read_without_a_meaning_or_with_two_defaults_is_a_problem(tmp_path):
                 import os
                 PORT = os.environ.get("WSGIPROBE_PORT", "1")
                 NEW = os.environ.get("WSGIPROBE_NEW")
+                os.environ.pop("WSGIPROBE_FLAG", None)  # a way of reading envref does not know
             """,
             "two.py": 'import os\nPORT = os.environ.get("WSGIPROBE_PORT", "2")\n',
         },
@@ -132,6 +134,7 @@ def test_a_read_without_a_meaning_or_with_two_defaults_is_a_problem(tmp_path):
         "wsgiprobe.two:2 (`2`)"
     ) in problems
     assert "MEANINGS describes WSGIPROBE_FLAG, which no code reads" in problems
+    assert "WSGIPROBE_FLAG is named at wsgiprobe.one:4 but no read of it is found" in problems
 
 
 def test_the_check_mode_refuses_a_stale_table(tmp_path, monkeypatch, capsys):
