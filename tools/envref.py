@@ -2,9 +2,9 @@
 
 The reads are found by parsing every module of profiling/src/wsgiprobe (so code may move between
 modules): a `.get(NAME[, default])` or `os.getenv(...)`, an `environ[NAME]`, or a call to a
-reader, i.e. any function
-of the package that reads its own parameter as a variable's name (envvars.env_flag, env_int,
-env_float, and local helpers alike), whose `default` parameter gives the default. A fallback
+reader, i.e. any function of the package that reads its own parameter as a variable's name
+(envvars.env_flag, env_int, env_float, and local helpers alike), whose `default` parameter gives
+the default. A fallback
 around the read wins: `env.get(NAME, "").strip() or DEFAULT`, `read(NAME) if NAME in env else
 DEFAULT`. Names and defaults may be literals or the package's module-level constants. A read in
 a `raise` only quotes a value for its message and is left out. A name spelled out in the code
