@@ -177,8 +177,9 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff, vagrant validat
 	@command -v vagrant >/dev/null || { echo "lint: vagrant is missing (apt-get install vagrant) to validate the Vagrantfile"; exit 1; }
 	VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate
 
-reference: venv ## Regenerate roles/VARIABLES.md from the roles' argument specs and defaults
+reference: venv ## Regenerate the references: roles/VARIABLES.md and profiling/README.md's WSGIPROBE_* table
 	$(BIN)/python tools/varref.py
+	$(BIN)/python tools/envref.py
 
 unit: venv ## Unit tests (no VM)
 	$(BIN)/pytest -q

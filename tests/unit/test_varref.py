@@ -125,3 +125,9 @@ def test_a_spec_default_is_also_in_the_defaults(role):
         if "default" in option and name not in info.defaults
     }
     assert alone == set()
+
+
+def test_every_role_has_a_row_in_the_roles_readme_linking_its_variables():
+    readme = (ROOT / "roles/README.md").read_text()
+    missing = {role for role in ROLES if f"[{role}](VARIABLES.md#{role})" not in readme}
+    assert missing == set()
