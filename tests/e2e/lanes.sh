@@ -4,7 +4,8 @@
 #   A  every single-VM test of the sample app on E2E_RELEASE (Debian 13), both app servers
 #   B  the lab of three VMs on E2E_RELEASE, then the every_release tests on E2E_OTHER_RELEASE
 #   C  the user's own app (test_own_app.py) on a fresh VM of E2E_RELEASE per app server, then
-#      tls_mode acme against Pebble (test_acme.py, minutes of waiting for renewals) on another
+#      tls_mode acme against Pebble (test_acme.py, minutes of waiting for renewals) on another,
+#      then a bare E2E_RELEASE given the host packages (test_fresh_host.py; lane B: the other's)
 # Lanes B and C run niced, their VMs included: lane A's load tests keep the latency they are
 # judged by. Lane A prints as it goes, B and C once all are done; exit 1 if any failed.
 set -uo pipefail
@@ -29,6 +30,7 @@ lane_c() {
     E2E_LOG_DIR=$logs/$E2E_RELEASE-own-app "${pytest[@]}" tests/e2e/test_own_app.py || rc=1
   LOCALVM_RELEASE=$E2E_RELEASE LOCALVM_NAME=$E2E_APP_VM_NAME LOCALVM_SUBNET=$E2E_APP_VM_SUBNET \
     E2E_LOG_DIR=$logs/$E2E_RELEASE-acme "${pytest[@]}" tests/e2e/test_acme.py || rc=1
+  LOCALVM_RELEASE=$E2E_RELEASE "${pytest[@]}" tests/e2e/test_fresh_host.py || rc=1
   return $rc
 }
 
@@ -41,7 +43,8 @@ c=$!
 echo "==> e2e lane A: every single-VM test of the sample app on $E2E_RELEASE"
 LOCALVM_RELEASE=$E2E_RELEASE LOCALVM_NAME=$E2E_VM_NAME LOCALVM_SUBNET=$E2E_VM_SUBNET \
   E2E_LOG_DIR=$logs/$E2E_RELEASE "${pytest[@]}" tests/e2e --ignore tests/e2e/test_scale_out.py \
-  --ignore tests/e2e/test_own_app.py --ignore tests/e2e/test_acme.py
+  --ignore tests/e2e/test_own_app.py --ignore tests/e2e/test_acme.py \
+  --ignore tests/e2e/test_fresh_host.py
 a=$?
 wait $b
 b=$?
