@@ -18,15 +18,15 @@ without a meaning (tests/unit/test_envref.py does the same).
 
 from __future__ import annotations
 
-import argparse
 import ast
-import difflib
 import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from reference import write_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = Path("profiling/src")
@@ -417,36 +417,15 @@ def render(readme: str, variables: list[Variable]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="write nothing; exit 1 with a diff when the committed table differs",
-    )
-    args = parser.parse_args(argv)
     variables, problems = collect(ROOT / SOURCES)
     for problem in problems:
         print(f"envref: {problem}", file=sys.stderr)
-    path = ROOT / OUTPUT
-    committed = path.read_text()
+    committed = (ROOT / OUTPUT).read_text()
     generated = render(committed, variables)
-    if not args.check:
-        if generated != committed:
-            path.write_text(generated)
-        print(f"wrote the WSGIPROBE_* table of {OUTPUT}")
-        return 1 if problems else 0
-    if committed == generated:
-        return 1 if problems else 0
-    diff = difflib.unified_diff(
-        committed.splitlines(),
-        generated.splitlines(),
-        f"{OUTPUT} (committed)",
-        f"{OUTPUT} (generated)",
-        lineterm="",
+    # A read without a meaning fails even when the table is current.
+    return write_or_check(argv, __doc__.split("\n")[0], ROOT, OUTPUT, generated) or int(
+        bool(problems)
     )
-    print("\n".join(list(diff)[:60]))
-    print(f"{OUTPUT} is out of date: run `make reference`", file=sys.stderr)
-    return 1
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ defaults/main.yml the one source of its default. `make reference` regenerates th
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import re
 import sys
 from dataclasses import dataclass
@@ -17,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from reference import write_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = Path("roles/VARIABLES.md")
@@ -210,36 +210,7 @@ def render(root: Path = ROOT) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="write nothing; exit 1 with a diff when the committed file differs",
-    )
-    args = parser.parse_args(argv)
-    generated = render(ROOT)
-    path = ROOT / OUTPUT
-    if not args.check:
-        path.write_text(generated)
-        print(f"wrote {OUTPUT}")
-        return 0
-    committed = path.read_text() if path.exists() else ""
-    if committed == generated:
-        return 0
-    diff = list(
-        difflib.unified_diff(
-            committed.splitlines(),
-            generated.splitlines(),
-            f"{OUTPUT} (committed)",
-            f"{OUTPUT} (generated)",
-            lineterm="",
-        )
-    )
-    print("\n".join(diff[:60]))
-    if len(diff) > 60:
-        print(f"... {len(diff) - 60} more diff lines")
-    print(f"{OUTPUT} is out of date: run `make reference`", file=sys.stderr)
-    return 1
+    return write_or_check(argv, __doc__.split("\n")[0], ROOT, OUTPUT, render(ROOT))
 
 
 if __name__ == "__main__":
