@@ -371,8 +371,9 @@ async def generate(
     drain_s: float | None = None,
 ) -> float:
     """Start each arrival at its scheduled time, never waiting for the earlier ones; then wait
-    for those still running (at most drain_s, default the client's timeout). Returns the start
-    time on the loop's clock."""
+    for those still running (at most drain_s, default the client's timeout and 5 s: a request
+    that hangs fails by its own timeout first, and counts). Returns the start time on the loop's
+    clock."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
@@ -389,7 +390,7 @@ async def generate(
         task.add_done_callback(tasks.discard)
     if tasks:
         _, pending = await asyncio.wait(
-            set(tasks), timeout=client.timeout if drain_s is None else drain_s
+            set(tasks), timeout=client.timeout + 5 if drain_s is None else drain_s
         )
         for task in pending:
             task.cancel()

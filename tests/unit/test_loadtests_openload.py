@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -270,3 +271,21 @@ def test_https_is_verified_against_the_given_ca_only(
     # Without the CA (the system's store): refused before any load, exit 2.
     assert openload.main(["--host", url, "--scenario", "light", "--duration", "1"]) == 2
     assert "does not verify" in capsys.readouterr().err
+
+
+def test_a_server_that_never_answers_is_failures_by_timeout_not_lost_samples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Connections complete in the kernel's backlog; nothing ever reads the requests.
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(16)
+        code, result = run_main(
+            tmp_path, "--host", f"http://127.0.0.1:{mute.getsockname()[1]}",
+            "--scenario", "light", "--rate", "4", "--duration", "1", "--timeout", "0.5",
+            thresholds="[open]\nmax_failure_ratio = 0\n",
+        )  # fmt: skip
+    assert code == loadcheck.EXIT_THRESHOLDS
+    assert (result["sent"], result["requests"], result["failures"]) == (4, 4, 4)
+    assert result["failure_reasons"] == {"/healthz: timeout": 4}
+    assert "FAIL: 1 breached (failure ratio); exit 3" in capsys.readouterr().out
