@@ -64,7 +64,13 @@ LOADTEST_OPTS := $(if $(URL),--host $(URL)) $(if $(CA),--ca-file $(CA)) $(if $(S
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(TAGS),--tags $(TAGS)) \
 	$(if $(LOADGEN),--loadgen $(ENV)) $(if $(LOADGEN_WORKERS),--loadgen-workers $(LOADGEN_WORKERS))
 
-.PHONY: help host-packages venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo tls-ca rollback warmup profiler pdb loadtest loadtest-ui bench bench-tls bench-profiler bench-warmup bench-captcha bench-streams lint reference unit e2e test clean
+# make loadtest-open (loadtests/openload.py): the open-model gate, RATE arrivals/s of SCENARIO
+# (flow or light) for DURATION, latencies from the scheduled time; URL= CA= as for loadtest.
+RATE ?=
+OPENLOAD_OPTS := $(if $(URL),--host $(URL)) $(if $(CA),--ca-file $(CA)) $(if $(RATE),--rate $(RATE)) \
+	$(if $(DURATION),--duration $(DURATION)) $(if $(SCENARIO),--scenario $(SCENARIO))
+
+.PHONY: help host-packages venv vm vm-stop vm-destroy vm-address vm-status ssh deploy demo tls-ca rollback warmup profiler pdb loadtest loadtest-ui loadtest-open bench bench-tls bench-profiler bench-warmup bench-captcha bench-streams lint reference unit e2e test clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,6 +78,7 @@ help: ## List the targets
 	@echo "  Variables: ENV=local|vagrant|<config> APP_SERVER=uwsgi|gunicorn ARGS='-e var=value' CMD='...' KEEP_VM=1"
 	@echo "  Load tests: URL=https://... CA=ca.crt DURATION=30s USERS=10 WORKERS=N SCENARIO=flow|negative|all TAGS=smoke,load"
 	@echo "              LOADGEN=1 LOADGEN_WORKERS=K (workers on configs/ENV's loadgen hosts, e.g. ENV=lab)"
+	@echo "  Open model: make loadtest-open RATE=20 DURATION=30s SCENARIO=flow|light (URL= CA= too)"
 	@echo "  Several hosts: make vm N=3; make deploy ENV=lab; make pdb ENV=lab HOST=app2 WORKER=1"
 
 host-packages: ## Install the Debian packages this machine needs, those missing only (as root)
@@ -145,6 +152,9 @@ loadtest: venv ## Locust load test over https, headless, thresholds enforced (HO
 
 loadtest-ui: venv ## Locust's web UI on http://127.0.0.1:8089 (the variables of loadtest)
 	$(BIN)/python loadtests/run.py --ui $(LOADTEST_OPTS)
+
+loadtest-open: venv ## Open-model latency gate: RATE=20 arrivals/s, DURATION=30s, SCENARIO=flow|light; p50..max from the schedule, thresholds enforced
+	$(BIN)/python loadtests/openload.py $(OPENLOAD_OPTS)
 
 bench: venv ## Benchmark: nginx+uWSGI vs nginx+gunicorn vs each server alone, then HTTPS vs HTTP (bench-tls), as ratios
 	@command -v wrk >/dev/null || { echo "bench: needs wrk (apt-get install wrk)"; exit 1; }

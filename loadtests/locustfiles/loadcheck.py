@@ -91,9 +91,11 @@ def parse_thresholds(text: str, scenario: str, source: str = "<string>") -> Thre
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ThresholdsError(f"{source}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"default", "scenario"}
+    unknown = set(data) - {"default", "scenario", "open"}
     if unknown:
         raise ThresholdsError(f"{source}: unknown top-level key(s) {sorted(unknown)}")
+    # The open-model gate's tables (openload.py) are checked here too: one file, one typo rule.
+    _open_tables(source, data.get("open", {}))
     merged = _check_table(f"{source}: [default]", data.get("default", {}))
     scenarios = data.get("scenario", {})
     if not isinstance(scenarios, dict):
@@ -116,6 +118,97 @@ def load_thresholds(path: str | Path, scenario: str) -> Thresholds:
     except OSError as exc:
         raise ThresholdsError(f"thresholds file {path}: {exc.strerror}") from None
     return parse_thresholds(text, scenario, source=str(path))
+
+
+# --- the open-model gate's thresholds (openload.py) -----------------------------------------
+
+# The percentiles openload.py reports, as (key in the thresholds file, label, percent).
+OPEN_PERCENTILES = (
+    ("p50_ms", "p50", 50.0),
+    ("p90_ms", "p90", 90.0),
+    ("p99_ms", "p99", 99.0),
+    ("p999_ms", "p99.9", 99.9),
+    ("max_ms", "max", 100.0),
+)
+_OPEN_LIMITS = {key for key, _, _ in OPEN_PERCENTILES}
+_OPEN_KEYS = {"max_failure_ratio", "max_send_lag_ms", *_OPEN_LIMITS}
+
+
+@dataclass(frozen=True)
+class OpenThresholds:
+    """[open] of the thresholds file, merged with [open.scenario.NAME]."""
+
+    source: str
+    scenario: str
+    max_failure_ratio: float | None = None
+    # The generator's own check: the p99 of how late arrivals were sent after their schedule.
+    max_send_lag_ms: float | None = None
+    # percentile key (p50_ms ... max_ms) -> {name: milliseconds}; "flow" is a whole flow.
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _check_open_table(where: str, table: Any) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ThresholdsError(f"{where}: expected a table")
+    unknown = set(table) - _OPEN_KEYS
+    if unknown:
+        raise ThresholdsError(
+            f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(_OPEN_KEYS)}"
+        )
+    out: dict[str, Any] = {"latency_ms": {}}
+    if "max_failure_ratio" in table:
+        out["max_failure_ratio"] = _number(
+            f"{where}.max_failure_ratio", table["max_failure_ratio"], low=0.0, high=1.0
+        )
+    if "max_send_lag_ms" in table:
+        out["max_send_lag_ms"] = _number(
+            f"{where}.max_send_lag_ms", table["max_send_lag_ms"], low=0.0
+        )
+    for key in sorted(_OPEN_LIMITS & set(table)):
+        limits = table[key]
+        if not isinstance(limits, dict):
+            raise ThresholdsError(f"{where}.{key}: expected a table of name = milliseconds")
+        out["latency_ms"][key] = {
+            name: _number(f"{where}.{key}.{name!r}", limit, low=0.0)
+            for name, limit in limits.items()
+        }
+    return out
+
+
+def _open_tables(source: str, data: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """[open] and every [open.scenario.NAME], checked."""
+    if not isinstance(data, dict):
+        raise ThresholdsError(f"{source}: [open] must be a table")
+    scenarios = data.get("scenario", {})
+    if not isinstance(scenarios, dict):
+        raise ThresholdsError(f"{source}: [open.scenario] must hold [open.scenario.NAME] tables")
+    own = {key: value for key, value in data.items() if key != "scenario"}
+    checked = {
+        name: _check_open_table(f"{source}: [open.scenario.{name}]", table)
+        for name, table in scenarios.items()
+    }
+    return _check_open_table(f"{source}: [open]", own), checked
+
+
+def parse_open_thresholds(text: str, scenario: str, source: str = "<string>") -> OpenThresholds:
+    """[open] applies to every open-model scenario; [open.scenario.NAME] overrides it key by
+    key, and its percentile tables name by name. The locust tables are checked as well."""
+    parse_thresholds(text, scenario, source)
+    merged, scenarios = _open_tables(source, tomllib.loads(text).get("open", {}))
+    own = scenarios.get(scenario, {"latency_ms": {}})
+    latency = {key: dict(limits) for key, limits in merged.pop("latency_ms").items()}
+    for key, limits in own.pop("latency_ms").items():
+        latency.setdefault(key, {}).update(limits)
+    merged.update(own)
+    return OpenThresholds(source=source, scenario=scenario, latency_ms=latency, **merged)
+
+
+def load_open_thresholds(path: str | Path, scenario: str) -> OpenThresholds:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ThresholdsError(f"thresholds file {path}: {exc.strerror}") from None
+    return parse_open_thresholds(text, scenario, source=str(path))
 
 
 # --- what a run measured, and the verdict ----------------------------------------------------
@@ -212,7 +305,12 @@ def exit_code(checks: list[Check], errors: bool) -> int:
     return EXIT_OK
 
 
-def verdict_table(thresholds: Thresholds, checks: list[Check], code: int) -> str:
+def verdict_table(
+    thresholds: Thresholds | OpenThresholds,
+    checks: list[Check],
+    code: int,
+    error: str = "errors in the run (see the log)",
+) -> str:
     width = max([len(c.label) for c in checks] + [len("threshold")])
     limit_w = max([len(c.limit) for c in checks] + [len("limit")])
     measured_w = max([len(c.measured) for c in checks] + [len("measured")])
@@ -228,10 +326,80 @@ def verdict_table(thresholds: Thresholds, checks: list[Check], code: int) -> str
     skipped = sum(c.status == "SKIP" for c in checks)
     tail = f", {skipped} skipped (no requests)" if skipped else ""
     if code == EXIT_ERROR:
-        summary = f"ERROR: errors in the run (see the log); exit {code}"
+        summary = f"ERROR: {error}; exit {code}"
     elif failed:
         summary = f"FAIL: {len(failed)} breached ({'; '.join(failed)}){tail}; exit {code}"
     else:
         summary = f"PASS: {len(checks) - skipped} met{tail}; exit {code}"
     lines.append(f"  {summary}")
     return "\n".join(lines)
+
+
+# --- the open-model gate's verdict -----------------------------------------------------------
+
+# The label of the generator's own check: its failure voids the figures (exit EXIT_ERROR).
+SEND_LAG_LABEL = "send lag p99 (generator)"
+
+
+@dataclass
+class OpenRun:
+    """What openload.py measured: counts, the generator's p99 send lag, and per name (a request
+    name, or "flow" for whole flows) its percentiles in ms by label (p50 ... max)."""
+
+    requests: int
+    failures: int
+    send_lag_p99_ms: float
+    names: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def failure_ratio(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+
+def evaluate_open(thresholds: OpenThresholds, run: OpenRun) -> list[Check]:
+    checks: list[Check] = []
+    if thresholds.max_send_lag_ms is not None:
+        ok = run.send_lag_p99_ms <= thresholds.max_send_lag_ms
+        checks.append(
+            Check(
+                SEND_LAG_LABEL,
+                f"<= {thresholds.max_send_lag_ms:g} ms",
+                f"{run.send_lag_p99_ms:.1f} ms",
+                "PASS" if ok else "FAIL",
+            )
+        )
+    if thresholds.max_failure_ratio is not None:
+        ok = run.requests > 0 and run.failure_ratio <= thresholds.max_failure_ratio
+        checks.append(
+            Check(
+                "failure ratio",
+                f"<= {thresholds.max_failure_ratio:.2%}",
+                f"{run.failure_ratio:.2%} ({run.failures}/{run.requests})",
+                "PASS" if ok else "FAIL",
+            )
+        )
+    for key, label, _ in OPEN_PERCENTILES:
+        for name, limit in thresholds.latency_ms.get(key, {}).items():
+            figures = run.names.get(name)
+            check_label = f"{label} {name}"
+            if not figures:
+                checks.append(Check(check_label, f"<= {limit:g} ms", "no requests", "SKIP"))
+                continue
+            value = figures[label]
+            checks.append(
+                Check(
+                    check_label,
+                    f"<= {limit:g} ms",
+                    f"{value:.1f} ms",
+                    "PASS" if value <= limit else "FAIL",
+                )
+            )
+    return checks
+
+
+def open_exit_code(checks: list[Check]) -> int:
+    """Sends behind schedule void the figures (EXIT_ERROR: they are partly the generator's);
+    else a breach is EXIT_THRESHOLDS."""
+    if any(c.label == SEND_LAG_LABEL and c.status == "FAIL" for c in checks):
+        return EXIT_ERROR
+    return exit_code(checks, errors=False)

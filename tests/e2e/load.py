@@ -34,6 +34,32 @@ def env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
+def loadtest(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """run.py against the local VM (its address and oracle secret found by run.py itself)."""
+    proc = subprocess.run(
+        [sys.executable, str(RUN), *args],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    code, report = report_dir(proc)
+    assert code == proc.returncode, output(proc)
+    return proc, report
+
+
+def report_dir(proc: subprocess.CompletedProcess[str]) -> tuple[int, Path]:
+    """run.py's last line: the exit code it returned and the run's report folder."""
+    match = REPORT_LINE.search(proc.stdout)
+    assert match, f"no 'reports in' line:\n{output(proc)}"
+    return int(match.group(1)), Path(match.group(2))
+
+
+def output(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
+def summary(report: Path) -> dict:
+    return json.loads((report / "summary.json").read_text())
+
+
 @dataclass
 class LoadResult:
     label: str

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from conftest import DEPLOY_VARS, RATE_WINDOW
-from load import REPORT_LINE, RUN, env
+from load import RUN, env, loadtest, output, report_dir, summary
 from stack import LOG_DIR, ROOT, Stack, secret
 
 EXIT_THRESHOLDS = 3
@@ -29,32 +29,6 @@ FLOW_NAMES = (
     "/healthz",
     "/openapi.json",
 )
-
-
-def loadtest(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """run.py against the local VM (its address and oracle secret found by run.py itself)."""
-    proc = subprocess.run(
-        [sys.executable, str(RUN), *args],
-        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-    code, report = report_dir(proc)
-    assert code == proc.returncode, output(proc)
-    return proc, report
-
-
-def report_dir(proc: subprocess.CompletedProcess[str]) -> tuple[int, Path]:
-    """run.py's last line: the exit code it returned and the run's report folder."""
-    match = REPORT_LINE.search(proc.stdout)
-    assert match, f"no 'reports in' line:\n{output(proc)}"
-    return int(match.group(1)), Path(match.group(2))
-
-
-def output(proc: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-
-
-def summary(report: Path) -> dict:
-    return json.loads((report / "summary.json").read_text())
 
 
 def create_budget(seconds: float) -> int:

@@ -36,3 +36,27 @@ def test_host_names_an_inventory_host_only_and_url_the_load_tests_target():
     # HOST=app2 (make pdb's, make profiler's) is no load test target.
     assert "--host" not in make_plan("loadtest", "HOST=app2")
     assert "--host app2" in make_plan("pdb", "HOST=app2")
+
+
+def test_loadtest_open_passes_its_variables_to_openload():
+    plan = make_plan(
+        "loadtest-open",
+        "RATE=15",
+        "DURATION=10s",
+        "SCENARIO=light",
+        "URL=https://staging.example",
+        "CA=ca.crt",
+    )
+    line = next(line for line in plan.splitlines() if "openload.py" in line)
+    for option in (
+        "--rate 15",
+        "--duration 10s",
+        "--scenario light",
+        "--host https://staging.example",
+        "--ca-file ca.crt",
+    ):
+        assert option in line, line
+    # Nothing given: openload.py's own defaults (20/s, 30 s, flow, the local VM).
+    assert "--rate" not in next(
+        line for line in make_plan("loadtest-open").splitlines() if "openload.py" in line
+    )
