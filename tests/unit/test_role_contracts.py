@@ -73,6 +73,12 @@ def test_deploy_yml_is_the_one_play_that_loads_the_roles():
     playbooks = {p.name for p in ROOT.glob("*.yml")} - {"requirements.yml"}
     assert playbooks == {"deploy.yml", "loadgen.yml"}
     assert "roles" not in yaml.safe_load((ROOT / "loadgen.yml").read_text())[0]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "roles").rglob("*")
+        if p.suffix in {".yml", ".j2"} and "pdb_enabled | default(" in p.read_text()
+    ]
+    assert offenders == []
 
 
 def test_the_rollback_runs_only_by_its_tag_and_tags_every_task_it_includes():
