@@ -94,3 +94,12 @@ def test_the_warm_up_runs_by_its_tag_and_in_every_deploy():
     (task,) = [t for t in _deploy_tasks() if "warmup" in t.get("tags", [])]
     assert task["tags"] == ["warmup"]
     assert task["ansible.builtin.import_role"]["name"] == "warmup"
+
+
+def test_the_topology_fact_other_roles_defaults_read_is_published_under_any_tags():
+    """make warmup and make rollback run deploy.yml with tags: every role's argument spec check
+    (tagged always) still templates defaults that read topology_address (an lb's upstreams,
+    an app host's store address), which the topology role publishes."""
+    tasks = yaml.safe_load((ROOT / "roles/topology/tasks/main.yml").read_text())
+    (task,) = [t for t in tasks if "topology_address" in t.get("ansible.builtin.set_fact", {})]
+    assert task["tags"] == ["always"]
