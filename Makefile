@@ -136,10 +136,10 @@ tls-ca: ## Print the absolute path of the CA certificate of configs/ENV (local-c
 	@$(PYTHON) loadtests/target.py ca --env $(ENV)
 
 rollback: venv ## Go back to the release that served before, by a graceful reload (again: undo)
-	$(PLAYBOOK) rollback.yml $(ARGS)
+	$(PLAYBOOK) deploy.yml --tags rollback $(ARGS)
 
 warmup: venv ## Warm every worker through /lazyinit and print their state (also run by deploy)
-	$(PLAYBOOK) warmup.yml $(ARGS)
+	$(PLAYBOOK) deploy.yml --tags warmup $(ARGS)
 
 profiler: venv ## Open an SSH tunnel to the VM's /_profiler/ and print how to use it (HOST=app2: that app host)
 	@$(BIN)/python tools/profiler_tunnel.py --env $(ENV) --port $(PROFILER_PORT) $(if $(HOST),--host $(HOST))

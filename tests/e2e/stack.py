@@ -203,11 +203,20 @@ class Stack:
             self.server = str(extra_vars["app_server"])
         return result
 
-    def playbook(self, playbook: str, label: str, **extra_vars: object) -> Deploy:
-        """Run one of the project's playbooks against the VM, logging to LOG_DIR."""
+    def rollback(self, label: str) -> Deploy:
+        """`make rollback`, as a user runs it (the play's rollback part), logging to LOG_DIR."""
+        return self.playbook("deploy.yml", label, tags="rollback")
+
+    def playbook(
+        self, playbook: str, label: str, *, tags: str = "", **extra_vars: object
+    ) -> Deploy:
+        """Run one of the project's playbooks against the VM (tags: those parts of it only),
+        logging to LOG_DIR."""
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = LOG_DIR / f"{len(TIMINGS):02d}-{label}.log"
         args = [str(ANSIBLE_PLAYBOOK), "-i", self.inventory, playbook]
+        if tags:
+            args += ["--tags", tags]
         for key, value in extra_vars.items():
             # JSON keeps types: a dict stays a dict, 3 stays an int.
             args += ["-e", json.dumps({key: value})]
@@ -222,10 +231,10 @@ class Stack:
         return result
 
     def warm_up(self, label: str) -> subprocess.CompletedProcess[str]:
-        """`make warmup`, as a user runs it (the warmup playbook), logging to LOG_DIR."""
+        """`make warmup`, as a user runs it (the play's warm-up part), logging to LOG_DIR."""
         env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
         proc = subprocess.run(
-            [str(ANSIBLE_PLAYBOOK), "-i", self.inventory, "warmup.yml"],
+            [str(ANSIBLE_PLAYBOOK), "-i", self.inventory, "deploy.yml", "--tags", "warmup"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         LOG_DIR.mkdir(parents=True, exist_ok=True)

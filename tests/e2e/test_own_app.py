@@ -152,7 +152,7 @@ def env_file(stack: Stack) -> str:
 
 
 def test_make_rollback_works_after_a_failed_deploy(fresh: Stack):
-    result = fresh.playbook("rollback.yml", f"guestbook-{fresh.server}-rollback")
+    result = fresh.rollback(f"guestbook-{fresh.server}-rollback")
     assert result.rc == 0, result.tail()
     assert serving_version(fresh) == "1"
     # The data is the app's, not the release's: still there under the older code.
@@ -181,11 +181,11 @@ def test_a_new_name_and_the_code_it_names_switch_in_one_deploy(fresh: Stack, ver
 
 
 def test_make_rollback_takes_the_settings_its_release_ran_with(fresh: Stack):
-    back = fresh.playbook("rollback.yml", f"guestbook-{fresh.server}-rollback-renamed")
+    back = fresh.rollback(f"guestbook-{fresh.server}-rollback-renamed")
     assert back.rc == 0, back.tail()
     assert serving_version(fresh) == "1"  # the code without guestbook/wsgi.py...
     assert "guestbook:create_app()" in env_file(fresh)  # ...with the name it ran with
-    again = fresh.playbook("rollback.yml", f"guestbook-{fresh.server}-rollback-undone")
+    again = fresh.rollback(f"guestbook-{fresh.server}-rollback-undone")
     assert again.rc == 0, again.tail()
     assert serving_version(fresh) == "4"
     assert "guestbook.wsgi:app" in env_file(fresh)
@@ -207,7 +207,7 @@ def test_stream_paths_get_a_stream_pool_that_goes_with_them(fresh: Stack):
         fresh.ssh("supervisorctl start guestbook")
     # make rollback to the release before, which has no gevent: the pool stops (its paths get
     # nginx's 502). (A rollback to a release with gevent restarts it: test_redeploy.py.)
-    back = fresh.playbook("rollback.yml", f"guestbook-{fresh.server}-rollback-streams")
+    back = fresh.rollback(f"guestbook-{fresh.server}-rollback-streams")
     assert back.rc == 0, back.tail()
     assert " STOPPED " in fresh.ssh("supervisorctl status guestbook-streams", check=False).stdout
     assert fresh.get("/hello").status == 502

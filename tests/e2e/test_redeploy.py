@@ -173,13 +173,13 @@ def test_make_rollback_goes_back_and_a_second_one_undoes_it(deployed: Stack):
     """The last deploy replaced the 0.2.0 version: a rollback brings it back, gracefully."""
     original = serving_release(deployed)
     with BackgroundLoad(f"{deployed.server}: make rollback, twice") as load:
-        back = deployed.playbook("rollback.yml", f"{deployed.server}-rollback")
+        back = deployed.rollback(f"{deployed.server}-rollback")
         assert back.rc == 0, back.tail()
         previous = serving_release(deployed)
         assert previous != original
         assert_serving(deployed, previous, f"0.2.0+{deployed.server}")
         assert stream_pool_releases(deployed) == {previous}
-        again = deployed.playbook("rollback.yml", f"{deployed.server}-rollback-again")
+        again = deployed.rollback(f"{deployed.server}-rollback-again")
         assert again.rc == 0, again.tail()
     sent = load.stop()
     assert sent.failures == 0, sent.failure_messages()
@@ -202,7 +202,7 @@ def test_a_deploy_reloads_workers_an_interrupted_one_left_behind(deployed: Stack
     """An interrupted deploy may have switched the link but not reloaded: the next one finds
     the link right and the workers on another release, and reloads them."""
     serving = serving_release(deployed)
-    back = deployed.playbook("rollback.yml", f"{deployed.server}-rollback-to-interrupt")
+    back = deployed.rollback(f"{deployed.server}-rollback-to-interrupt")
     assert back.rc == 0, back.tail()
     behind = serving_release(deployed)
     deployed.ssh(f"ln -sfn {RELEASES}/{serving} {CURRENT}")  # the link only, no reload

@@ -61,3 +61,45 @@ def test_the_profiler_role_scrubs_as_the_toolkit_does_by_default():
     defaults = yaml.safe_load((ROOT / "roles/profiling/defaults/main.yml").read_text())
     assert defaults["profiling_keep_headers"] == list(DEFAULT_KEEP_HEADERS)
     assert defaults["profiling_redact_query"] is ProfilerSettings(Path("/x")).redact_query
+
+
+def _deploy_tasks() -> list[dict]:
+    return yaml.safe_load((ROOT / "deploy.yml").read_text())[0]["tasks"]
+
+
+def test_deploy_yml_is_the_one_play_that_loads_the_roles():
+    """Another play would load roles for their defaults only (`when: false`), or leave its
+    roles' values to `| default(...)`: make rollback and make warmup are tags of deploy.yml."""
+    playbooks = {p.name for p in ROOT.glob("*.yml")} - {"requirements.yml"}
+    assert playbooks == {"deploy.yml", "loadgen.yml"}
+    assert "roles" not in yaml.safe_load((ROOT / "loadgen.yml").read_text())[0]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "roles").rglob("*")
+        if p.suffix in {".yml", ".j2"} and "pdb_enabled | default(" in p.read_text()
+    ]
+    assert offenders == []
+
+
+def test_the_rollback_runs_only_by_its_tag_and_tags_every_task_it_includes():
+    """A dynamic include's own tags reach the include only: `apply` tags what it loads (and the
+    includes nested in it); `never` keeps a deploy from running it."""
+    (task,) = [t for t in _deploy_tasks() if "rollback" in t.get("tags", [])]
+    assert set(task["tags"]) == {"rollback", "never"}
+    assert task["ansible.builtin.include_role"]["apply"]["tags"] == ["rollback"]
+    assert task["when"] == "topology_is_app"
+
+
+def test_the_warm_up_runs_by_its_tag_and_in_every_deploy():
+    (task,) = [t for t in _deploy_tasks() if "warmup" in t.get("tags", [])]
+    assert task["tags"] == ["warmup"]
+    assert task["ansible.builtin.import_role"]["name"] == "warmup"
+
+
+def test_the_topology_fact_other_roles_defaults_read_is_published_under_any_tags():
+    """make warmup and make rollback run deploy.yml with tags: every role's argument spec check
+    (tagged always) still templates defaults that read topology_address (an lb's upstreams,
+    an app host's store address), which the topology role publishes."""
+    tasks = yaml.safe_load((ROOT / "roles/topology/tasks/main.yml").read_text())
+    (task,) = [t for t in tasks if "topology_address" in t.get("ansible.builtin.set_fact", {})]
+    assert task["tags"] == ["always"]
