@@ -298,7 +298,7 @@ def gunicorn_record(server):
 
 
 def _is_child(pid, parent):
-    from wsgiprobe.pdb_attach import parent_pid
+    from wsgiprobe.discovery import parent_pid
 
     return parent_pid(pid) == parent
 
