@@ -1,8 +1,8 @@
-"""wsgiprobe.pdb_attach: discovery, waiting, poking, script and bridge modes (no app server)."""
+"""wsgiprobe.pdb_attach: exit codes, waiting, poking, script and bridge modes (no app server;
+finding worker N: test_discovery.py)."""
 
 import http.server
 import io
-import json
 import os
 import socket
 import subprocess
@@ -13,7 +13,6 @@ import time
 import pytest
 
 from wsgiprobe import pdb_attach
-from wsgiprobe.pdb_attach import DiscoveryError
 
 SECRET = "the-attach-tests-secret-7"
 
@@ -43,95 +42,14 @@ def dead_pid():
     return proc.pid
 
 
-STATS = {"pid": 10, "workers": [{"id": 1, "pid": 11}, {"id": 2, "pid": 12}, {"id": 3, "pid": 0}]}
-
-
-# -- discovery -----------------------------------------------------------------------------------
-
-
-def test_pid_from_uwsgi_stats():
-    assert pdb_attach.pid_from_uwsgi_stats(STATS, 2) == 12
-    with pytest.raises(DiscoveryError, match=r"no worker 4 \(workers: \[1, 2, 3\]\)"):
-        pdb_attach.pid_from_uwsgi_stats(STATS, 4)
-    with pytest.raises(DiscoveryError, match="worker 3 is not running"):
-        pdb_attach.pid_from_uwsgi_stats(STATS, 3)
-    with pytest.raises(DiscoveryError, match="no workers"):
-        pdb_attach.pid_from_uwsgi_stats({}, 1)
-
-
-def serve_once(server_socket, payload):
-    conn, _ = server_socket.accept()
-    with conn:
-        conn.sendall(payload)
-
-
-def test_read_uwsgi_stats_from_a_unix_socket_tcp_and_a_file(tmp_path):
-    payload = json.dumps(STATS).encode()
-    path = str(tmp_path / "stats.sock")
-    with socket.socket(socket.AF_UNIX) as unix, socket.socket() as tcp:
-        unix.bind(path)
-        unix.listen(1)
-        tcp.bind(("127.0.0.1", 0))
-        tcp.listen(1)
-        for server, where in ((unix, path), (tcp, f"127.0.0.1:{tcp.getsockname()[1]}")):
-            thread = threading.Thread(target=serve_once, args=(server, payload))
-            thread.start()
-            assert pdb_attach.read_uwsgi_stats(where) == STATS
-            thread.join()
-    (tmp_path / "dump.json").write_text(json.dumps(STATS))
-    assert pdb_attach.read_uwsgi_stats(str(tmp_path / "dump.json")) == STATS
-
-
-def test_read_uwsgi_stats_errors(tmp_path):
-    with pytest.raises(DiscoveryError, match="not HOST:PORT"):
-        pdb_attach.read_uwsgi_stats(str(tmp_path / "missing.sock"))
-    (tmp_path / "bad").write_text("{nope")
-    with pytest.raises(DiscoveryError, match="not JSON"):
-        pdb_attach.read_uwsgi_stats(str(tmp_path / "bad"))
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    with pytest.raises(DiscoveryError, match="cannot read the uWSGI stats"):
-        pdb_attach.read_uwsgi_stats(f"127.0.0.1:{port}")
-
-
-def write_record(tmp_path, master, workers):
-    path = tmp_path / "workers.json"
-    path.write_text(json.dumps({"server": "gunicorn", "master_pid": master, "workers": workers}))
-    return str(path)
-
-
-def test_pid_from_gunicorn_record(tmp_path, child):
-    path = write_record(tmp_path, os.getpid(), [{"index": 1, "pid": child.pid}])
-    assert pdb_attach.pid_from_gunicorn_record(path, 1) == child.pid
-    with pytest.raises(DiscoveryError, match=r"no worker 2 \(workers: \[1\]\)"):
-        pdb_attach.pid_from_gunicorn_record(path, 2)
-
-
-def test_a_stale_gunicorn_record_is_refused(tmp_path, child):
-    path = write_record(tmp_path, dead_pid(), [{"index": 1, "pid": child.pid}])
-    with pytest.raises(DiscoveryError, match="stale record"):
-        pdb_attach.pid_from_gunicorn_record(path, 1)
-    # A pid that is not the master's child (reused, or a respawn since): never signalled.
-    path = write_record(tmp_path, os.getpid(), [{"index": 1, "pid": os.getppid()}])
-    with pytest.raises(DiscoveryError, match="not a child of master"):
-        pdb_attach.pid_from_gunicorn_record(path, 1)
-    with pytest.raises(DiscoveryError, match="cannot read"):
-        pdb_attach.pid_from_gunicorn_record(str(tmp_path / "missing.json"), 1)
-
-
-def test_parent_pid(child):
-    assert pdb_attach.parent_pid(child.pid) == os.getpid()
-    assert pdb_attach.parent_pid(dead_pid()) is None
-
-
 # -- main: exit codes ----------------------------------------------------------------------------
 
 
 def test_no_discovery_source_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.delenv("WSGIPROBE_UWSGI_STATS", raising=False)
     monkeypatch.delenv("WSGIPROBE_WORKERS_FILE", raising=False)
     assert pdb_attach.main(["--worker", "1"]) == 2
-    assert "give --uwsgi-stats PATH, --gunicorn-record PATH or --pid PID" in capsys.readouterr().err
+    assert "no uWSGI stats socket or gunicorn worker record" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -161,6 +79,7 @@ def test_a_gone_pid_is_a_usage_error(capsys):
 
 
 def test_the_record_defaults_to_the_workers_file_env(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WSGIPROBE_UWSGI_STATS", raising=False)
     monkeypatch.setenv("WSGIPROBE_WORKERS_FILE", str(tmp_path / "missing.json"))
     assert pdb_attach.main(["--worker", "1"]) == 2
     assert "missing.json" in capsys.readouterr().err

@@ -298,7 +298,7 @@ def gunicorn_record(server):
 
 
 def _is_child(pid, parent):
-    from wsgiprobe.pdb_attach import parent_pid
+    from wsgiprobe.discovery import parent_pid
 
     return parent_pid(pid) == parent
 
@@ -488,14 +488,14 @@ def test_uwsgi_attach_to_a_busy_worker(uwsgi):
 
 @requires_uwsgi
 def test_uwsgi_idle_worker_is_poked(uwsgi):
-    stats = json.loads(subprocess.run(
-        [sys.executable, "-c", "import sys, wsgiprobe.pdb_attach as a, json; "
-         "print(json.dumps(a.read_uwsgi_stats(sys.argv[1])))", str(uwsgi.tmp / "stats.sock")],
+    found = json.loads(subprocess.run(
+        [sys.executable, "-m", "wsgiprobe.discovery", "--json",
+         "--uwsgi-stats", str(uwsgi.tmp / "stats.sock")],
         capture_output=True, text=True, check=True,
     ).stdout)  # fmt: skip
     # Whichever worker: idle ones only run the handler at their next request.
-    worker = stats["workers"][0]["id"]
-    pid = stats["workers"][0]["pid"]
+    worker = found["workers"][0]["index"]
+    pid = found["workers"][0]["pid"]
     started = time.monotonic()
     result = attach(
         "--worker", worker, "--uwsgi-stats", uwsgi.tmp / "stats.sock",

@@ -13,110 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from wsgiprobe import warmup
-from wsgiprobe.warmup import Discovery, DiscoveryError, Worker
-
-# A uWSGI 2.0.31 stats dump (2 of its 3 workers; trimmed: locks, sockets, apps, cores).
-UWSGI_STATS = """{
-	"version":"2.0.31",
-	"listen_queue":0,
-	"pid":13331,
-	"cwd":"/tmp/try4",
-	"workers":[
-		{
-			"id":1,
-			"pid":13332,
-			"accepting":1,
-			"requests":0,
-			"status":"idle",
-			"respawn_count":1,
-			"cores":[{"id":0,"requests":0,"vars":[
-
-					],"req_info":					{
-
-					}}]
-		},
-		{
-			"id":2,
-			"pid":13333,
-			"accepting":1,
-			"requests":4,
-			"status":"busy",
-			"respawn_count":2
-		},
-		{
-			"id":3,
-			"pid":0,
-			"accepting":0,
-			"requests":0,
-			"status":"idle",
-			"respawn_count":1
-		}
-	]
-}"""
-
-
-def test_parse_uwsgi_stats():
-    found = warmup.parse_uwsgi_stats(UWSGI_STATS.encode())
-    assert found == Discovery("uwsgi", (Worker(1, 13332), Worker(2, 13333)), 3, 13331)
-
-
-def test_parse_uwsgi_stats_skips_cheap_workers_and_http_headers():
-    data = json.loads(UWSGI_STATS)
-    data["workers"][2]["status"] = "cheap"
-    raw = "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + json.dumps(data)
-    assert warmup.parse_uwsgi_stats(raw).expected == 2
-
-
-@pytest.mark.parametrize("raw", [b"", b"garbage", b'{"version": "2.0"}', b'{"workers": {}}'])
-def test_unusable_uwsgi_stats_are_a_discovery_error(raw):
-    with pytest.raises(DiscoveryError, match="uWSGI stats"):
-        warmup.parse_uwsgi_stats(raw)
-
-
-def _serve_once(listener, payload):
-    connection, _ = listener.accept()
-    with connection:
-        connection.sendall(payload)
-
-
-def test_read_uwsgi_stats_from_a_unix_socket_and_from_host_port(tmp_path):
-    path = str(tmp_path / "stats.sock")
-    with socket.socket(socket.AF_UNIX) as unix, socket.socket() as tcp:
-        unix.bind(path)
-        unix.listen()
-        tcp.bind(("127.0.0.1", 0))
-        tcp.listen()
-        for listener in (unix, tcp):
-            threading.Thread(target=_serve_once, args=(listener, UWSGI_STATS.encode())).start()
-        assert warmup.read_uwsgi_stats(path).expected == 3
-        port = tcp.getsockname()[1]
-        assert warmup.read_uwsgi_stats(f"127.0.0.1:{port}").expected == 3
-
-
-def test_a_missing_stats_socket_is_a_discovery_error(tmp_path):
-    with pytest.raises(DiscoveryError, match="does not exist"):
-        warmup.read_uwsgi_stats(str(tmp_path / "nope.sock"))
-
-
-def test_parse_gunicorn_record():
-    record = {
-        "server": "gunicorn",
-        "master_pid": os.getpid(),
-        "num_workers": 3,
-        "seq": 5,
-        "updated": 1.0,
-        "workers": [{"index": 1, "pid": 101}, {"index": 2, "pid": 102}],
-    }
-    found = warmup.parse_gunicorn_record(json.dumps(record))
-    assert found == Discovery("gunicorn", (Worker(1, 101), Worker(2, 102)), 3, os.getpid())
-
-
-def test_a_record_of_a_dead_master_is_a_discovery_error(tmp_path):
-    record = {"master_pid": 4_000_000, "workers": []}  # beyond pid_max
-    with pytest.raises(DiscoveryError, match="not running"):
-        warmup.parse_gunicorn_record(json.dumps(record))
-    with pytest.raises(DiscoveryError, match="WSGIPROBE_WORKERS_FILE"):
-        warmup.read_gunicorn_record(str(tmp_path / "workers.json"))
+from wsgiprobe.discovery import Discovery, Worker
 
 
 def test_parse_answer():
@@ -156,9 +53,6 @@ def test_client_targets():
 
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_:
-        warmup.main(["--url", "http://127.0.0.1/lazyinit"])  # no source
-    assert exit_.value.code == 2
-    with pytest.raises(SystemExit) as exit_:
         warmup.main(["--url", "x", "--uwsgi-stats", "a", "--gunicorn-record", "b"])
     assert exit_.value.code == 2
     with pytest.raises(SystemExit) as exit_:
@@ -169,12 +63,15 @@ def test_usage_errors_exit_2(capsys):
     assert "http://" in capsys.readouterr().err
 
 
-def test_a_discovery_error_exits_2_with_a_clear_message(tmp_path, capsys):
+def test_a_discovery_error_exits_2_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    # Without a source option, the app's env names both (wsgiprobe.discovery tests each case).
+    monkeypatch.setenv("WSGIPROBE_UWSGI_STATS", str(tmp_path / "stats.sock"))
+    monkeypatch.setenv("WSGIPROBE_WORKERS_FILE", str(tmp_path / "workers.json"))
     argv = ["--url", "http://127.0.0.1:9/lazyinit", "--discovery-wait", "0"]
-    assert warmup.main([*argv, "--gunicorn-record", str(tmp_path / "workers.json")]) == 2
-    assert "no gunicorn worker record" in capsys.readouterr().err
-    assert warmup.main([*argv, "--uwsgi-stats", str(tmp_path / "stats.sock")]) == 2
-    assert "is uWSGI up" in capsys.readouterr().err
+    assert warmup.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("warm-up: no app server found: uWSGI stats socket")
+    assert "no gunicorn worker record" in err
 
 
 # -- the algorithm, against a simulated server -------------------------------------------------

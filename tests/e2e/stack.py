@@ -40,6 +40,12 @@ TIMINGS: list[tuple[str, float, int]] = []
 # Figures the tests measured, one line each, printed at the end of the run too.
 FIGURES: list[str] = []
 SECRETS = ROOT / "configs/local/.secrets/localvm"
+# Which app server runs on the VM, its master and its workers, as the toolkit finds them there
+# (the sources the app's env file names): what the warm-up and pdb-attach see too.
+DISCOVERY = (
+    "/srv/sample_app/bin/run-with-env /srv/sample_app/current/venv/bin/python"
+    " -m wsgiprobe.discovery --json"
+)
 # Runs on the VM: one HTTP request to nginx on its loopback, the answer as one JSON line.
 LOOPBACK_CLIENT = """
 import json, sys, urllib.error, urllib.request
@@ -418,13 +424,22 @@ class Stack:
             if line.strip() and ("-streams." in line) == (pool == "streams")
         ]
 
+    def discovery(self, seconds: float = 30) -> dict[str, Any]:
+        """``python -m wsgiprobe.discovery --json`` on the VM: server, master_pid, workers
+        (index, pid). Asked again while it fails: a restarting server answers nowhere."""
+        deadline = time.monotonic() + seconds
+        while (proc := self.ssh(DISCOVERY, check=False)).returncode != 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no app server found after {seconds} s: {proc.stderr}")
+            time.sleep(0.3)
+        return json.loads(proc.stdout)
+
     def master_pid(self) -> int:
-        return int(self.ssh("supervisorctl pid sample_app").stdout.strip())
+        return int(self.discovery()["master_pid"])
 
     def worker_pids(self) -> set[int]:
-        """The app server's workers as the OS sees them: children of the master."""
-        out = self.ssh(f"pgrep -P {self.master_pid()} || true").stdout
-        return {int(pid) for pid in out.split()}
+        """The app server's live workers, as the server itself lists them."""
+        return {int(worker["pid"]) for worker in self.discovery()["workers"]}
 
     def wait_for_respawn(self, old: set[int], count: int, seconds: float = 30) -> set[int]:
         """The workers, once there are `count` again and not the `old` ones."""

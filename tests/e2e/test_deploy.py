@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 import uuid
@@ -43,11 +42,12 @@ def test_supervisor_runs_the_program(deployed: Stack):
 
 @pytest.mark.every_release
 def test_worker_count_follows_the_variable(deployed: Stack):
-    assert _workers(deployed) == WORKERS
+    assert len(deployed.worker_pids()) == WORKERS
 
 
 @pytest.mark.every_release
 def test_exactly_one_app_server_runs(deployed: Stack):
+    assert deployed.discovery()["server"] == deployed.server
     assert deployed.server_pids(deployed.server)
     assert deployed.server_pids(OTHER[deployed.server]) == []
 
@@ -136,20 +136,6 @@ def _assert_private(files: dict[str, tuple[str, str]]) -> None:
         if int(mode, 8) & 0o007 or group not in LOG_GROUPS
     }
     assert not loose, f"readable by others, or not a log group's: {loose}"
-
-
-def _workers(stack: Stack) -> int:
-    if stack.server == "uwsgi":
-        # Ask uWSGI's stats server (a unix socket only root and the app user can reach).
-        dump = stack.ssh(
-            'python3 -c "import socket; s = socket.socket(socket.AF_UNIX);'
-            " s.connect('/run/sample_app-private/uwsgi-stats.sock');"
-            " print(b''.join(iter(lambda: s.recv(65536), b'')).decode())\""
-        ).stdout
-        return len(json.loads(dump)["workers"])
-    master = stack.ssh("supervisorctl pid sample_app").stdout.strip()
-    # The launcher execs gunicorn, so supervisor's pid is the master; its children are workers.
-    return len(stack.ssh(f"pgrep -P {master}").stdout.split())
 
 
 def test_make_ssh_runs_the_command_on_the_vm_as_written(deployed: Stack):

@@ -246,7 +246,7 @@ def test_a_sigusr1_to_the_master_opens_no_session_and_the_service_answers(deploy
     """Log rotation sends SIGUSR1 to the gunicorn master, which forwards it to every worker:
     they reopen their logs and open no debugger. uWSGI's master prints its stats."""
     pids = worker_pids(deployed)
-    master = deployed.ssh("supervisorctl pid sample_app").stdout.strip()
+    master = deployed.master_pid()
     offset = log_size(deployed)
     deployed.ssh(f"kill -USR1 {master}")
 

@@ -1,10 +1,10 @@
 """Open a pdb session in worker N of a uWSGI or gunicorn app and attach this terminal to it.
 
-Runs on the app host (as root or the app's user), e.g. ``ssh -t app sudo /srv/app/venv/bin/python
--m wsgiprobe.pdb_attach --worker 2 --uwsgi-stats /run/app/stats.sock``:
+Runs on the app host (as root or the app's user), e.g. ``ssh -t app sudo /srv/app/bin/run-with-env
+/srv/app/venv/bin/python -m wsgiprobe.pdb_attach --worker 2``:
 
-1. finds worker N's pid (uWSGI stats socket, or the gunicorn worker record written by
-   ``wsgiprobe.gunicorn_hooks``), or takes ``--pid``;
+1. finds worker N's pid (``wsgiprobe.discovery``: the running server, from the app's env, or
+   from ``--uwsgi-stats``/``--gunicorn-record``), or takes ``--pid``;
 2. sends SIGUSR1 to exactly that pid (see ``wsgiprobe.pdbhook``), and connects to
    host:base-port+N as soon as the worker listens there: the first connection is the session;
 3. if the port is not open after ~2 s the worker is idle (uWSGI runs the handler at its next
@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import selectors
 import signal
 import socket
-import stat
 import sys
 import threading
 import time
@@ -39,6 +37,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from wsgiprobe import pdbhook
+from wsgiprobe.discovery import DiscoveryError, add_source_arguments, discover
 from wsgiprobe.workers import pid_alive
 
 EXIT_OK = 0
@@ -50,106 +49,6 @@ PROMPT = b"(Pdb) "
 IDLE_AFTER = 2.0  # seconds without a port before the worker is called idle
 RESIGNAL_EVERY = 3.0
 POKERS = 4
-
-
-class DiscoveryError(Exception):
-    """The worker's pid cannot be found: exit code 2 with this message."""
-
-
-# -- discovery -----------------------------------------------------------------------------------
-
-
-def read_uwsgi_stats(where: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The uWSGI stats JSON from a unix socket path, HOST:PORT, or a file holding a dump."""
-    data = b""
-    try:
-        if os.path.exists(where):
-            if stat.S_ISSOCK(os.stat(where).st_mode):
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                    sock.settimeout(timeout)
-                    sock.connect(where)
-                    data = _read_all(sock)
-            else:
-                with open(where, "rb") as file:
-                    data = file.read()
-        else:
-            host, sep, port = where.rpartition(":")
-            if not sep or not port.isdigit():
-                raise DiscoveryError(
-                    f"uWSGI stats {where!r}: no such socket or file, not HOST:PORT"
-                )
-            with socket.create_connection(
-                (host.strip("[]") or "127.0.0.1", int(port)), timeout
-            ) as s:
-                data = _read_all(s)
-    except OSError as error:
-        raise DiscoveryError(f"cannot read the uWSGI stats from {where}: {error}") from None
-    try:
-        stats = json.loads(data.decode("utf-8", "replace"))
-    except ValueError:
-        raise DiscoveryError(f"uWSGI stats from {where}: not JSON") from None
-    if not isinstance(stats, dict):
-        raise DiscoveryError(f"uWSGI stats from {where}: not a JSON object")
-    return stats
-
-
-def _read_all(sock: socket.socket) -> bytes:
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def pid_from_uwsgi_stats(stats: dict[str, Any], worker: int) -> int:
-    entries = stats.get("workers")
-    if not isinstance(entries, list):
-        raise DiscoveryError("uWSGI stats: no workers[] list")
-    for entry in entries:
-        if isinstance(entry, dict) and entry.get("id") == worker:
-            pid = entry.get("pid")
-            if not isinstance(pid, int) or pid <= 0:
-                raise DiscoveryError(f"uWSGI worker {worker} is not running (pid {pid})")
-            return pid
-    ids = [e.get("id") for e in entries if isinstance(e, dict)]
-    raise DiscoveryError(f"uWSGI has no worker {worker} (workers: {ids})")
-
-
-def pid_from_gunicorn_record(path: str, worker: int) -> int:
-    try:
-        with open(path, encoding="utf-8") as file:
-            record = json.load(file)
-    except (OSError, ValueError) as error:
-        raise DiscoveryError(f"cannot read the gunicorn record {path}: {error}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("workers"), list):
-        raise DiscoveryError(f"{path}: not a gunicorn worker record (no workers[] list)")
-    master = record.get("master_pid")
-    if not isinstance(master, int) or not pid_alive(master):
-        raise DiscoveryError(f"{path}: its master (pid {master}) is not running: stale record")
-    for entry in record["workers"]:
-        if isinstance(entry, dict) and entry.get("index") == worker:
-            pid = entry.get("pid")
-            if not isinstance(pid, int) or pid <= 0:
-                break
-            # The record may lag a respawn: never signal a pid that is not this master's child.
-            if parent_pid(pid) != master:
-                raise DiscoveryError(
-                    f"{path}: worker {worker} pid {pid} is not a child of master {master}"
-                    " (respawned since?): try again"
-                )
-            return pid
-    indexes = [e.get("index") for e in record["workers"] if isinstance(e, dict)]
-    raise DiscoveryError(f"{path}: gunicorn has no worker {worker} (workers: {indexes})")
-
-
-def parent_pid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as file:
-            text = file.read()
-    except OSError:
-        return None
-    # comm (2nd field) may hold spaces and parentheses: the fields after the last ')' are safe.
-    fields = text.rpartition(")")[2].split()
-    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
 
 
 # -- waiting for the port ------------------------------------------------------------------------
@@ -374,15 +273,7 @@ def build_parser(defaults: pdbhook.PdbSettings) -> argparse.ArgumentParser:
         description="Send SIGUSR1 to one app worker and attach to the pdb session it opens.",
     )
     parser.add_argument("--worker", type=int, default=1, help="worker index, 1-based (1)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--uwsgi-stats", metavar="PATH", help="uWSGI stats socket, HOST:PORT or dump"
-    )
-    source.add_argument(
-        "--gunicorn-record",
-        metavar="PATH",
-        help="gunicorn worker record (default: $WSGIPROBE_WORKERS_FILE)",
-    )
+    source = add_source_arguments(parser)
     source.add_argument("--pid", type=int, help="signal this pid; no discovery")
     parser.add_argument("--host", default=defaults.host, help="the workers' pdb host (%(default)s)")
     parser.add_argument(
@@ -419,12 +310,7 @@ def find_pid(args: argparse.Namespace) -> int:
         if not pid_alive(args.pid):
             raise DiscoveryError(f"no process {args.pid}")
         return int(args.pid)
-    if args.uwsgi_stats:
-        return pid_from_uwsgi_stats(read_uwsgi_stats(args.uwsgi_stats), args.worker)
-    record = args.gunicorn_record or os.environ.get("WSGIPROBE_WORKERS_FILE")
-    if record:
-        return pid_from_gunicorn_record(record, args.worker)
-    raise DiscoveryError("give --uwsgi-stats PATH, --gunicorn-record PATH or --pid PID")
+    return discover(args.uwsgi_stats, args.gunicorn_record).worker_pid(args.worker)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,13 +1,13 @@
 """Warm up every current worker of the app server: ``python -m wsgiprobe.warmup``.
 
     python -m wsgiprobe.warmup --url http://127.0.0.1/lazyinit \\
-        (--uwsgi-stats /run/app/stats.sock | --gunicorn-record /run/app-private/workers.json) \\
+        [--uwsgi-stats /run/app/stats.sock | --gunicorn-record /run/app-private/workers.json] \\
         [--concurrency K] [--tries T] [--deadline SECONDS] [--host-header NAME] [--release ID]
 
-The workers (index, pid) and how many there should be come from the server itself: uWSGI's
-stats server (a unix socket path or host:port; it dumps one JSON document on connect) or the
-record ``wsgiprobe.gunicorn_hooks`` keeps. They are read again before every wave: a worker
-respawned during the warm-up is a new pid, and cold.
+The workers (index, pid) and how many there should be come from the server itself, through
+``wsgiprobe.discovery`` (without a source option: whichever server the app's env names runs).
+They are read again before every wave: a worker respawned during the warm-up is a new pid,
+and cold.
 
 Why not sequential requests until every worker answered: on an idle server the kernel hands
 most connections to the same idle worker, so some workers may never see one. A busy worker
@@ -45,11 +45,9 @@ init errors); 2: bad usage or the workers cannot be found.
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
-import os
-import re
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -58,120 +56,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from wsgiprobe.workers import pid_alive
+from wsgiprobe.discovery import Discovery, DiscoveryError, add_source_arguments
+from wsgiprobe.discovery import discover as find_server
 
 HOLDS_MS = (0, 20, 50, 100, 200, 500, 1000)
 WIDEN_FROM_MS = 200
 MAX_IN_FLIGHT = 64
 MAX_FAILURES = 3
 STALL_WAVES = 2 * MAX_FAILURES
-MAX_STATS_BYTES = 16 * 1024 * 1024
 
 EXIT_OK, EXIT_COLD, EXIT_USAGE = 0, 1, 2
-
-
-class DiscoveryError(Exception):
-    """The app server's workers cannot be found (exit 2)."""
-
-
-@dataclass(frozen=True)
-class Worker:
-    index: int | None
-    pid: int
-
-
-@dataclass(frozen=True)
-class Discovery:
-    server: str
-    workers: tuple[Worker, ...]
-    expected: int  # how many workers the server runs when none is being respawned
-    master_pid: int | None = None
-
-
-# -- discovery ---------------------------------------------------------------------------------
-
-
-def parse_uwsgi_stats(raw: bytes | str) -> Discovery:
-    """uWSGI's stats JSON: ``workers`` [{"id", "pid", "status", ...}]; pid 0 = not running."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    start = text.find("{")  # stats-http prefixes HTTP headers
-    try:
-        data = json.loads(text[start:], strict=False) if start >= 0 else None
-    except ValueError as error:
-        raise DiscoveryError(f"uWSGI stats: not JSON ({error})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("workers"), list):
-        raise DiscoveryError("uWSGI stats: no 'workers' list")
-    found: list[Worker] = []
-    expected = 0
-    for entry in data["workers"]:
-        if not isinstance(entry, dict) or entry.get("status") == "cheap":
-            continue  # cheaper mode: a worker that is not meant to run now
-        expected += 1
-        pid, index = entry.get("pid"), entry.get("id")
-        if isinstance(pid, int) and pid > 0:
-            found.append(Worker(index if isinstance(index, int) else None, pid))
-    master = data.get("pid")
-    return Discovery("uwsgi", tuple(found), expected, master if isinstance(master, int) else None)
-
-
-def read_uwsgi_stats(address: str, timeout: float = 5.0) -> Discovery:
-    if "/" in address or not re.fullmatch(r"\[?[^\s/]*?\]?:[0-9]+", address):
-        family, target = socket.AF_UNIX, address
-        if not os.path.exists(address):
-            raise DiscoveryError(f"uWSGI stats socket {address} does not exist (is uWSGI up?)")
-    else:
-        host, _, port = address.rpartition(":")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        target = (host.strip("[]"), int(port))
-    chunks: list[bytes] = []
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(target)
-            size = 0
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_STATS_BYTES:
-                    raise DiscoveryError(f"uWSGI stats at {address}: more than 16 MB")
-    except OSError as error:
-        raise DiscoveryError(f"uWSGI stats at {address}: {error}") from None
-    return parse_uwsgi_stats(b"".join(chunks))
-
-
-def parse_gunicorn_record(raw: bytes | str, check_master: bool = True) -> Discovery:
-    """The record ``wsgiprobe.gunicorn_hooks`` writes (see there for the format)."""
-    try:
-        data = json.loads(raw)
-    except ValueError as error:
-        raise DiscoveryError(f"gunicorn record: not JSON ({error})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("workers"), list):
-        raise DiscoveryError("gunicorn record: no 'workers' list")
-    master = data.get("master_pid")
-    if check_master and not (isinstance(master, int) and pid_alive(master)):
-        raise DiscoveryError(f"gunicorn record: its master (pid {master}) is not running")
-    found = tuple(
-        Worker(entry.get("index") if isinstance(entry.get("index"), int) else None, entry["pid"])
-        for entry in data["workers"]
-        if isinstance(entry, dict) and isinstance(entry.get("pid"), int) and entry["pid"] > 0
-    )
-    expected = data.get("num_workers")
-    expected = expected if isinstance(expected, int) else len(found)
-    return Discovery("gunicorn", found, expected, master if isinstance(master, int) else None)
-
-
-def read_gunicorn_record(path: str) -> Discovery:
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except FileNotFoundError:
-        raise DiscoveryError(
-            f"no gunicorn worker record at {path}: is gunicorn running with "
-            "wsgiprobe.gunicorn_hooks and WSGIPROBE_WORKERS_FILE set?"
-        ) from None
-    except OSError as error:
-        raise DiscoveryError(f"gunicorn record {path}: {error}") from None
-    return parse_gunicorn_record(raw)
 
 
 # -- the requests ------------------------------------------------------------------------------
@@ -348,17 +242,14 @@ def warm_up(
     progress: Callable[[str], None] | None = None,
     release: str | None = None,
 ) -> Result:
-    """Warm every current worker; raises DiscoveryError when the workers cannot be found."""
+    """Warm every current worker; raises DiscoveryError when the workers cannot be found.
+
+    The workers come from ``discover`` (tests pass their own), else from the source given,
+    else from the app's env (``wsgiprobe.discovery``)."""
     if discover is None:
-        if (uwsgi_stats is None) == (gunicorn_record is None):
-            raise ValueError("give exactly one of uwsgi_stats and gunicorn_record")
-        if uwsgi_stats is not None:
-            stats = uwsgi_stats
-            discover = lambda: read_uwsgi_stats(stats)  # noqa: E731
-        else:
-            record = gunicorn_record
-            assert record is not None
-            discover = lambda: read_gunicorn_record(record)  # noqa: E731
+        if uwsgi_stats is not None and gunicorn_record is not None:
+            raise ValueError("give at most one of uwsgi_stats and gunicorn_record")
+        discover = functools.partial(find_server, uwsgi_stats, gunicorn_record)
     if concurrency < 1 or tries < 1 or deadline <= 0:
         raise ValueError("concurrency and tries must be >= 1, deadline > 0")
     client = Client(url, host_header)
@@ -478,12 +369,9 @@ class _WarmUp:
 
     def _current(self, discovery: Discovery) -> list[WorkerResult]:
         # A worker that just died may still be listed (a warm one would end the warm-up before
-        # its replacement shows up): skip dead pids, when this host's pids are the server's.
-        check = discovery.master_pid is not None and pid_alive(discovery.master_pid)
+        # its replacement shows up).
         current = []
-        for worker in discovery.workers:
-            if check and not pid_alive(worker.pid):
-                continue
+        for worker in discovery.live_workers():
             track = self.tracks.get(worker.pid)
             if track is None:
                 track = self.tracks[worker.pid] = WorkerResult(worker.index, worker.pid)
@@ -559,9 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Warm up every current worker of the app server through GET /lazyinit.",
     )
     parser.add_argument("--url", required=True, help="the /lazyinit URL (loopback, via nginx)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--uwsgi-stats", metavar="PATH|HOST:PORT", help="uWSGI's stats server")
-    source.add_argument("--gunicorn-record", metavar="PATH", help="wsgiprobe's gunicorn record")
+    add_source_arguments(parser)
     parser.add_argument(
         "--concurrency",
         type=_positive(int),
