@@ -26,6 +26,10 @@ MEANINGS = {
         "gunicorn: where the hooks record the current workers (index, pid), for the warm-up "
         "and pdb to find them"
     ),
+    "WSGIPROBE_UWSGI_STATS": (
+        "uWSGI: its stats socket (path or host:port), where wsgiprobe.discovery finds the "
+        "master and the workers (`uwsgi_stats_socket`)"
+    ),
     "WSGIPROBE_LAZYINIT_DIR": (
         "the workers' lazyinit state files and init slots; unset: `/lazyinit?status` shows only "
         "the answering worker"
