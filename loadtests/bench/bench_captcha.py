@@ -18,7 +18,7 @@ from benchlib import (
     APP_CPU,
     CPUS,
     FRONT_CPU,
-    SERVER_PATTERN,
+    SERVER_PIDS,
     VENV,
     checked,
     cpu_seconds,
@@ -76,14 +76,14 @@ def main() -> int:
             f"bench: round {round_}/{args.rounds}: endpoint via nginx, {server} on CPU {APP_CPU},"
             f" nginx and wrk on CPU {FRONT_CPU}"
         )
-        pin(SERVER_PATTERN, str(APP_CPU))
+        pin(SERVER_PIDS, str(APP_CPU))
         pin("nginx", str(FRONT_CPU))
         try:
-            cpu_before = cpu_seconds(SERVER_PATTERN)
+            cpu_before = cpu_seconds(SERVER_PIDS)
             rate, bad = run_wrk(url, args.seconds, args.connections)
-            cpu = cpu_seconds(SERVER_PATTERN) - cpu_before
+            cpu = cpu_seconds(SERVER_PIDS) - cpu_before
         finally:
-            pin(SERVER_PATTERN, every)
+            pin(SERVER_PIDS, every)
             pin("nginx", every)
         # Per core: images per CPU second of the app server's own processes. wrk's rate alone
         # is a floor whenever the app CPU was not saturated (nginx and wrk on the other one).

@@ -48,7 +48,7 @@ from benchlib import (
     CLOCK_TICKS,
     CPUS,
     FRONT_CPU,
-    SERVER_PATTERN,
+    SERVER_PIDS,
     checked,
     create_captcha,
     on_vm,
@@ -245,7 +245,7 @@ def ensure_wrk() -> None:
 
 def serving_ticks() -> tuple[int, int]:
     out = on_vm(
-        f"for pid in $(pgrep -f '{SERVER_PATTERN}'); do cat /proc/$pid/stat; done; echo --;"
+        f"for pid in {SERVER_PIDS}; do cat /proc/$pid/stat; done; echo --;"
         f" for pid in $(pgrep -f '{NGINX_PATTERN}'); do cat /proc/$pid/stat; done; true"
     )
     return split_ticks(out)
@@ -335,7 +335,7 @@ def main() -> int:
     every = f"0-{CPUS - 1}"
     rounds: list[dict[str, Run]] = []
     try:
-        pin(SERVER_PATTERN, str(APP_CPU))
+        pin(SERVER_PIDS, str(APP_CPU))
         pin(NGINX_PATTERN, str(FRONT_CPU))
         for n in range(1, args.rounds + 1):
             image = create_captcha(site)  # a fresh one each round: never near its TTL
@@ -350,7 +350,7 @@ def main() -> int:
             runs["handshake"] = measure_handshakes(host, port, args.seconds)
             rounds.append(runs)
     finally:
-        pin(SERVER_PATTERN, every)
+        pin(SERVER_PIDS, every)
         pin(NGINX_PATTERN, every)
 
     summary = summarize(rounds)

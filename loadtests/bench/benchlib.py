@@ -39,10 +39,11 @@ LOCALVM = targets.LOCALVM
 REPORTS = ROOT / "loadtests" / "reports"
 # The serving release's virtualenv (the deploy's current link).
 VENV = "/srv/sample_app/current/venv"
-# The request workers' program (not the stream pool's, which has a -streams config file).
-SERVER_PATTERN = (
-    "venv/bin/[u]wsgi --ini [^ ]*/uwsgi.ini|venv/bin/[g]unicorn --config [^ ]*/gunicorn.conf.py"
-)
+# The deployed app server's master and request workers (not the stream pool's), as the toolkit
+# finds them (python -m wsgiprobe.discovery, from the sources the app's env file names): a shell
+# word list of their pids, for cpu_seconds and pin.
+DISCOVERY = f"/srv/sample_app/bin/run-with-env {VENV}/bin/python -m wsgiprobe.discovery"
+SERVER_PIDS = f'$({DISCOVERY} | awk \'$1 == "master" {{print $2}} $1 == "worker" {{print $3}}\')'
 CPUS = os.cpu_count() or 1
 # The measured server on one CPU, the load generator (and nginx) on another.
 APP_CPU, FRONT_CPU = (1, 0) if CPUS > 1 else (0, 0)
@@ -86,7 +87,14 @@ def checked(url: str, ca: Path | None) -> str:
 
 
 def running_server() -> str:
-    return "uwsgi" if on_vm("pgrep -f 'venv/bin/[u]wsgi ' || true") else "gunicorn"
+    """The deployed app server, uwsgi or gunicorn, as the toolkit finds it on the VM."""
+    return json.loads(on_vm(f"{DISCOVERY} --json"))["server"]
+
+
+def pids_of(processes: str) -> str:
+    """A shell word list of pids: the deployed app server's (SERVER_PIDS, as it is) or those
+    whose command line matches a pattern (pgrep -f)."""
+    return processes if processes == SERVER_PIDS else f"$(pgrep -f '{processes}')"
 
 
 def start_uwsgi(
@@ -139,14 +147,15 @@ def process_ticks(stat_lines: str) -> int:
     return total
 
 
-def cpu_seconds(pattern: str) -> float:
-    """CPU seconds so far of the VM's processes whose command line matches pattern."""
-    stats = on_vm(f"for pid in $(pgrep -f '{pattern}'); do cat /proc/$pid/stat; done; true")
+def cpu_seconds(processes: str) -> float:
+    """CPU seconds so far of the VM's processes (pids_of)."""
+    stats = on_vm(f"for pid in {pids_of(processes)}; do cat /proc/$pid/stat; done; true")
     return process_ticks(stats) / CLOCK_TICKS
 
 
-def pin(pattern: str, cpus: str) -> None:
-    on_vm(f"for pid in $(pgrep -f '{pattern}'); do taskset -a -p -c {cpus} $pid >/dev/null; done")
+def pin(processes: str, cpus: str) -> None:
+    """Pins the VM's processes (pids_of) to cpus."""
+    on_vm(f"for pid in {pids_of(processes)}; do taskset -a -p -c {cpus} $pid >/dev/null; done")
 
 
 def secret(name: str) -> str:
