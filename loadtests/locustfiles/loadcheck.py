@@ -260,19 +260,21 @@ class Check:
     status: str  # PASS, FAIL or SKIP (a named request that was never made)
 
 
+def failure_ratio_check(limit: float, run: RunSample | OpenRun) -> Check:
+    """Both gates': failed / all requests. No request at all is a failed run, not a perfect one."""
+    ok = run.requests > 0 and run.failure_ratio <= limit
+    return Check(
+        "failure ratio",
+        f"<= {limit:.2%}",
+        f"{run.failure_ratio:.2%} ({run.failures}/{run.requests})",
+        "PASS" if ok else "FAIL",
+    )
+
+
 def evaluate(thresholds: Thresholds, run: RunSample) -> list[Check]:
     checks: list[Check] = []
     if thresholds.max_failure_ratio is not None:
-        # No request at all is a failed run, not a perfect one.
-        ok = run.requests > 0 and run.failure_ratio <= thresholds.max_failure_ratio
-        checks.append(
-            Check(
-                "failure ratio",
-                f"<= {thresholds.max_failure_ratio:.2%}",
-                f"{run.failure_ratio:.2%} ({run.failures}/{run.requests})",
-                "PASS" if ok else "FAIL",
-            )
-        )
+        checks.append(failure_ratio_check(thresholds.max_failure_ratio, run))
     if thresholds.min_requests_per_s is not None:
         ok = run.requests_per_s >= thresholds.min_requests_per_s
         checks.append(
@@ -369,15 +371,7 @@ def evaluate_open(thresholds: OpenThresholds, run: OpenRun) -> list[Check]:
             )
         )
     if thresholds.max_failure_ratio is not None:
-        ok = run.requests > 0 and run.failure_ratio <= thresholds.max_failure_ratio
-        checks.append(
-            Check(
-                "failure ratio",
-                f"<= {thresholds.max_failure_ratio:.2%}",
-                f"{run.failure_ratio:.2%} ({run.failures}/{run.requests})",
-                "PASS" if ok else "FAIL",
-            )
-        )
+        checks.append(failure_ratio_check(thresholds.max_failure_ratio, run))
     for key, label, _ in OPEN_PERCENTILES:
         for name, limit in thresholds.latency_ms.get(key, {}).items():
             figures = run.names.get(name)

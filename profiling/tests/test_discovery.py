@@ -64,12 +64,6 @@ def child():
     proc.wait()
 
 
-def dead_pid():
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 def write_record(tmp_path, master, workers, **more):
     path = tmp_path / "workers.json"
     record = {"server": "gunicorn", "master_pid": master, "workers": workers, **more}
@@ -198,8 +192,8 @@ def test_gunicorn_worker_pid(tmp_path, child):
         discovery.worker_pid(2, gunicorn_record=path)
 
 
-def test_a_stale_or_unusable_gunicorn_record_is_refused(tmp_path, child):
-    path = write_record(tmp_path, dead_pid(), [{"index": 1, "pid": child.pid}])
+def test_a_stale_or_unusable_gunicorn_record_is_refused(tmp_path, child, dead_pid):
+    path = write_record(tmp_path, dead_pid, [{"index": 1, "pid": child.pid}])
     with pytest.raises(DiscoveryError, match=r"its master \(pid \d+\) is not running: stale"):
         discovery.read_gunicorn_record(path)
     # A pid that is not the master's child (reused, or a respawn since): never signalled.
@@ -216,17 +210,16 @@ def test_a_stale_or_unusable_gunicorn_record_is_refused(tmp_path, child):
         discovery.read_gunicorn_record(str(tmp_path / "workers.json"))
 
 
-def test_parent_pid(child):
+def test_parent_pid(child, dead_pid):
     assert discovery.parent_pid(child.pid) == os.getpid()
-    assert discovery.parent_pid(dead_pid()) is None
+    assert discovery.parent_pid(dead_pid) is None
 
 
-def test_live_workers_skip_dead_pids_of_a_master_on_this_host(child):
-    gone = dead_pid()
-    listed = (Worker(1, child.pid), Worker(2, gone))
+def test_live_workers_skip_dead_pids_of_a_master_on_this_host(child, dead_pid):
+    listed = (Worker(1, child.pid), Worker(2, dead_pid))
     assert Discovery("gunicorn", listed, 2, os.getpid()).live_workers() == [listed[0]]
     # Another host's server (a master that is not ours): its pids mean nothing here.
-    assert Discovery("uwsgi", listed, 2, dead_pid()).live_workers() == list(listed)
+    assert Discovery("uwsgi", listed, 2, dead_pid).live_workers() == list(listed)
 
 
 # -- which server --------------------------------------------------------------------------

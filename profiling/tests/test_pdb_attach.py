@@ -36,12 +36,6 @@ def child():
     proc.wait()
 
 
-def dead_pid():
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 # -- main: exit codes ----------------------------------------------------------------------------
 
 
@@ -73,8 +67,8 @@ def test_without_the_secret_it_signals_nothing(child, monkeypatch, capsys):
     assert "WSGIPROBE_PDB_SECRET is not set" in capsys.readouterr().err
 
 
-def test_a_gone_pid_is_a_usage_error(capsys):
-    assert pdb_attach.main(["--pid", str(dead_pid())]) == 2
+def test_a_gone_pid_is_a_usage_error(capsys, dead_pid):
+    assert pdb_attach.main(["--pid", str(dead_pid)]) == 2
     assert "no process" in capsys.readouterr().err
 
 
