@@ -33,7 +33,7 @@ def group_name(url: str, case: str = "") -> str:
 
 # --- thresholds ------------------------------------------------------------------------------
 
-_RUN_KEYS = {"max_failure_ratio", "min_requests_per_s", "p95_ms"}
+_RUN_NUMBERS = {"max_failure_ratio": (0.0, 1.0), "min_requests_per_s": (0.0, math.inf)}
 
 
 class ThresholdsError(ValueError):
@@ -57,32 +57,35 @@ def _number(where: str, value: Any, *, low: float, high: float = math.inf) -> fl
     return float(value)
 
 
-def _check_table(where: str, table: Any) -> dict[str, Any]:
+def _checked(
+    where: str, table: Any, numbers: dict[str, tuple[float, float]], name_tables: set[str]
+) -> dict[str, Any]:
+    """Both gates' tables: only known keys; each number within its bounds; each name table
+    (request name = milliseconds) of numbers >= 0."""
     if not isinstance(table, dict):
         raise ThresholdsError(f"{where}: expected a table")
-    unknown = set(table) - _RUN_KEYS
+    known = set(numbers) | name_tables
+    unknown = set(table) - known
     if unknown:
-        raise ThresholdsError(
-            f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(_RUN_KEYS)}"
-        )
-    out: dict[str, Any] = {}
-    if "max_failure_ratio" in table:
-        out["max_failure_ratio"] = _number(
-            f"{where}.max_failure_ratio", table["max_failure_ratio"], low=0.0, high=1.0
-        )
-    if "min_requests_per_s" in table:
-        out["min_requests_per_s"] = _number(
-            f"{where}.min_requests_per_s", table["min_requests_per_s"], low=0.0
-        )
-    if "p95_ms" in table:
-        p95 = table["p95_ms"]
-        if not isinstance(p95, dict):
-            raise ThresholdsError(f"{where}.p95_ms: expected a table of name = milliseconds")
-        out["p95_ms"] = {
-            name: _number(f"{where}.p95_ms.{name!r}", limit, low=0.0, high=math.inf)
-            for name, limit in p95.items()
+        raise ThresholdsError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    out: dict[str, Any] = {
+        key: _number(f"{where}.{key}", table[key], low=low, high=high)
+        for key, (low, high) in numbers.items()
+        if key in table
+    }
+    for key in sorted(name_tables & set(table)):
+        limits = table[key]
+        if not isinstance(limits, dict):
+            raise ThresholdsError(f"{where}.{key}: expected a table of name = milliseconds")
+        out[key] = {
+            name: _number(f"{where}.{key}.{name!r}", limit, low=0.0)
+            for name, limit in limits.items()
         }
     return out
+
+
+def _check_table(where: str, table: Any) -> dict[str, Any]:
+    return _checked(where, table, _RUN_NUMBERS, {"p95_ms"})
 
 
 def parse_thresholds(text: str, scenario: str, source: str = "<string>") -> Thresholds:
@@ -131,7 +134,7 @@ OPEN_PERCENTILES = (
     ("max_ms", "max", 100.0),
 )
 _OPEN_LIMITS = {key for key, _, _ in OPEN_PERCENTILES}
-_OPEN_KEYS = {"max_failure_ratio", "max_send_lag_ms", *_OPEN_LIMITS}
+_OPEN_NUMBERS = {"max_failure_ratio": (0.0, 1.0), "max_send_lag_ms": (0.0, math.inf)}
 
 
 @dataclass(frozen=True)
@@ -148,31 +151,9 @@ class OpenThresholds:
 
 
 def _check_open_table(where: str, table: Any) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ThresholdsError(f"{where}: expected a table")
-    unknown = set(table) - _OPEN_KEYS
-    if unknown:
-        raise ThresholdsError(
-            f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(_OPEN_KEYS)}"
-        )
-    out: dict[str, Any] = {"latency_ms": {}}
-    if "max_failure_ratio" in table:
-        out["max_failure_ratio"] = _number(
-            f"{where}.max_failure_ratio", table["max_failure_ratio"], low=0.0, high=1.0
-        )
-    if "max_send_lag_ms" in table:
-        out["max_send_lag_ms"] = _number(
-            f"{where}.max_send_lag_ms", table["max_send_lag_ms"], low=0.0
-        )
-    for key in sorted(_OPEN_LIMITS & set(table)):
-        limits = table[key]
-        if not isinstance(limits, dict):
-            raise ThresholdsError(f"{where}.{key}: expected a table of name = milliseconds")
-        out["latency_ms"][key] = {
-            name: _number(f"{where}.{key}.{name!r}", limit, low=0.0)
-            for name, limit in limits.items()
-        }
-    return out
+    out = _checked(where, table, _OPEN_NUMBERS, _OPEN_LIMITS)
+    latency = {key: out.pop(key) for key in sorted(_OPEN_LIMITS & set(out))}
+    return {**out, "latency_ms": latency}
 
 
 def _open_tables(source: str, data: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
