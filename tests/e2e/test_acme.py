@@ -110,13 +110,19 @@ def test_renewal_happens_by_itself_and_no_request_fails(short_lived):
     loop = threading.Thread(target=requests)
     loop.start()
     try:
-        wait_for("a renewed certificate served", lambda: acme.served()[1] != first, SHORT, 2)
+        # Due at a random point of its life (ARI), seen within a timer's tick or two after.
+        renewed = lambda: acme.served()[1] != first  # noqa: E731
+        wait_for("a renewed certificate served", renewed, SHORT + 3 * INTERVAL, 2)
+        # That point may come at once: the loop goes on with the new certificate a while, so
+        # that requests before, across and after nginx's reload are all counted.
+        time.sleep(15)
     finally:
         stop.set()
         loop.join()
     failed = [o for o in outcomes if not (isinstance(o, tuple) and o[0] == 200)]
+    after = [o for o in outcomes if isinstance(o, tuple) and o[1] != first]
     FIGURES.append(f"acme renewal: {len(outcomes)} requests during it, {len(failed)} failed")
-    assert len(outcomes) > 50 and not failed, failed[:3]
+    assert len(after) >= 20 and not failed, (len(outcomes), len(after), failed[:3])
     assert "renewed: nginx serves the new certificate" in renewal_log(acme.stack, since)
 
 
