@@ -23,6 +23,7 @@ from benchlib import (
     checked,
     cpu_seconds,
     create_captcha,
+    matching,
     on_vm,
     pin,
     run_wrk,
@@ -77,14 +78,14 @@ def main() -> int:
             f" nginx and wrk on CPU {FRONT_CPU}"
         )
         pin(SERVER_PIDS, str(APP_CPU))
-        pin("nginx", str(FRONT_CPU))
+        pin(matching("nginx"), str(FRONT_CPU))
         try:
             cpu_before = cpu_seconds(SERVER_PIDS)
             rate, bad = run_wrk(url, args.seconds, args.connections)
             cpu = cpu_seconds(SERVER_PIDS) - cpu_before
         finally:
             pin(SERVER_PIDS, every)
-            pin("nginx", every)
+            pin(matching("nginx"), every)
         # Per core: images per CPU second of the app server's own processes. wrk's rate alone
         # is a floor whenever the app CPU was not saturated (nginx and wrk on the other one).
         endpoints.append(rate * args.seconds / cpu if cpu > 0 else rate)

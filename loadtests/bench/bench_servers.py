@@ -49,6 +49,7 @@ from benchlib import (
     ROOT,
     VENV,
     create_captcha,
+    matching,
     on_vm,
     parse_wrk,
     pin,
@@ -590,7 +591,7 @@ def main() -> int:
 
     def run(endpoint: str, config: Config, path: str, round_: int) -> None:
         if config.nginx_cpu is not None:
-            pin(NGINX_PATTERN, str(config.nginx_cpu))
+            pin(matching(NGINX_PATTERN), str(config.nginx_cpu))
         print(f"bench: {endpoint}, round {round_}/{args.rounds}: {config.name}", flush=True)
         url = f"http://{address}:{config.port}{path}"
         samples.setdefault((endpoint, config.name), []).append(
@@ -618,7 +619,7 @@ def main() -> int:
                     run(endpoint, config, path, round_)
     finally:
         on_vm(CLEANUP)  # first: the VM must not keep the extra site whatever fails next
-        pin(NGINX_PATTERN, every)
+        pin(matching(NGINX_PATTERN), every)
 
     results = summarize(samples, servers, ceilings, one_cpu=CPUS < 2)
     print()

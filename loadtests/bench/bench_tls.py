@@ -51,6 +51,7 @@ from benchlib import (
     SERVER_PIDS,
     checked,
     create_captcha,
+    matching,
     on_vm,
     parse_wrk,
     pin,
@@ -246,7 +247,7 @@ def ensure_wrk() -> None:
 def serving_ticks() -> tuple[int, int]:
     out = on_vm(
         f"for pid in {SERVER_PIDS}; do cat /proc/$pid/stat; done; echo --;"
-        f" for pid in $(pgrep -f '{NGINX_PATTERN}'); do cat /proc/$pid/stat; done; true"
+        f" for pid in {matching(NGINX_PATTERN)}; do cat /proc/$pid/stat; done; true"
     )
     return split_ticks(out)
 
@@ -273,7 +274,7 @@ def measure_side(side: str, url: str, seconds: int, connections: int) -> Run:
 
 def measure_handshakes(host: str, port: int, seconds: int) -> Run:
     """Full handshakes from the host with nginx alone on APP_CPU (back on FRONT_CPU after)."""
-    pin(NGINX_PATTERN, str(APP_CPU))
+    pin(matching(NGINX_PATTERN), str(APP_CPU))
     try:
         app0, nginx0 = serving_ticks()
         stat0 = cpu_times(Path("/proc/stat").read_text())
@@ -287,7 +288,7 @@ def measure_handshakes(host: str, port: int, seconds: int) -> Run:
         stat1 = cpu_times(Path("/proc/stat").read_text())
         app1, nginx1 = serving_ticks()
     finally:
-        pin(NGINX_PATTERN, str(FRONT_CPU))
+        pin(matching(NGINX_PATTERN), str(FRONT_CPU))
     count = parse_s_time(proc.stdout) if proc.returncode == 0 else 0
     if proc.returncode:
         print(f"bench: openssl s_time failed:\n{proc.stdout[-600:]}{proc.stderr[-600:]}")
@@ -336,7 +337,7 @@ def main() -> int:
     rounds: list[dict[str, Run]] = []
     try:
         pin(SERVER_PIDS, str(APP_CPU))
-        pin(NGINX_PATTERN, str(FRONT_CPU))
+        pin(matching(NGINX_PATTERN), str(FRONT_CPU))
         for n in range(1, args.rounds + 1):
             image = create_captcha(site)  # a fresh one each round: never near its TTL
             urls = {"http": f"http://127.0.0.1{image}", "https": f"{site.url}{image}"}
@@ -351,7 +352,7 @@ def main() -> int:
             rounds.append(runs)
     finally:
         pin(SERVER_PIDS, every)
-        pin(NGINX_PATTERN, every)
+        pin(matching(NGINX_PATTERN), every)
 
     summary = summarize(rounds)
     print()

@@ -41,7 +41,7 @@ REPORTS = ROOT / "loadtests" / "reports"
 VENV = "/srv/sample_app/current/venv"
 # The deployed app server's master and request workers (not the stream pool's), as the toolkit
 # finds them (python -m wsgiprobe.discovery, from the sources the app's env file names): a shell
-# word list of their pids, for cpu_seconds and pin.
+# word list of their pids, for cpu_seconds and pin (other processes: matching).
 DISCOVERY = f"/srv/sample_app/bin/run-with-env {VENV}/bin/python -m wsgiprobe.discovery"
 SERVER_PIDS = f'$({DISCOVERY} | awk \'$1 == "master" {{print $2}} $1 == "worker" {{print $3}}\')'
 CPUS = os.cpu_count() or 1
@@ -91,10 +91,10 @@ def running_server() -> str:
     return json.loads(on_vm(f"{DISCOVERY} --json"))["server"]
 
 
-def pids_of(processes: str) -> str:
-    """A shell word list of pids: the deployed app server's (SERVER_PIDS, as it is) or those
-    whose command line matches a pattern (pgrep -f)."""
-    return processes if processes == SERVER_PIDS else f"$(pgrep -f '{processes}')"
+def matching(pattern: str) -> str:
+    """A shell word list of the pids of the VM's processes whose command line matches pattern
+    (as SERVER_PIDS is of the app server's)."""
+    return f"$(pgrep -f '{pattern}')"
 
 
 def start_uwsgi(
@@ -147,15 +147,15 @@ def process_ticks(stat_lines: str) -> int:
     return total
 
 
-def cpu_seconds(processes: str) -> float:
-    """CPU seconds so far of the VM's processes (pids_of)."""
-    stats = on_vm(f"for pid in {pids_of(processes)}; do cat /proc/$pid/stat; done; true")
+def cpu_seconds(pids: str) -> float:
+    """CPU seconds so far of the VM's processes (SERVER_PIDS, or matching(pattern))."""
+    stats = on_vm(f"for pid in {pids}; do cat /proc/$pid/stat; done; true")
     return process_ticks(stats) / CLOCK_TICKS
 
 
-def pin(processes: str, cpus: str) -> None:
-    """Pins the VM's processes (pids_of) to cpus."""
-    on_vm(f"for pid in {pids_of(processes)}; do taskset -a -p -c {cpus} $pid >/dev/null; done")
+def pin(pids: str, cpus: str) -> None:
+    """Pins the VM's processes (SERVER_PIDS, or matching(pattern)) to cpus."""
+    on_vm(f"for pid in {pids}; do taskset -a -p -c {cpus} $pid >/dev/null; done")
 
 
 def secret(name: str) -> str:
